@@ -1,0 +1,115 @@
+"""The FastAPI application and its lifespan: migrate, seed, start the background loops."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import catalog, migrate
+from service.api import health, jobs, models, problems, resources
+from service.backends.base import Backend
+from service.backends.local import LocalBackend
+from service.backends.registry import Backends
+from service.db import Database
+from service.dispatcher import Dispatcher
+from service.errors import PayloadTooLarge
+from service.poller import Poller
+from service.runtime import Runtime
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+runyard runs training jobs shaped like Azure ML's `ScriptRunConfig` on a local compute target
+or an Azure ML cluster, and serves their status, metrics, logs, output files and registered
+model versions. Errors are `application/problem+json` (RFC 9457).
+"""
+
+BackendFactory = Callable[[Settings], list[Backend]]
+
+
+def default_backends(settings: Settings) -> list[Backend]:
+    """The local target, always."""
+    return [LocalBackend(max_concurrent=settings.local_max_concurrent, models_dir=settings.models_dir)]
+
+
+def create_app(settings: Settings | None = None, *, backends: BackendFactory = default_backends) -> FastAPI:
+    """Build the app; `settings` and `backends` are injectable for tests."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cfg = settings or get_settings()
+        for folder in (cfg.data_dir, cfg.runs_dir, cfg.models_dir, cfg.datasets_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(cfg.effective_database_url)
+        db = Database(cfg.effective_database_url, busy_timeout_ms=cfg.sqlite_busy_timeout_ms)
+        with db.write_session() as session:
+            catalog.seed_defaults(session, settings=cfg)
+        runtime = Runtime(settings=cfg, db=db, backends=Backends(backends(cfg)))
+        dispatcher = Dispatcher(runtime)
+        poller = Poller(runtime, on_finished=dispatcher.loop.wake)
+        dispatcher._on_submitted = poller.loop.wake
+        runtime.wake_dispatcher, runtime.wake_poller = dispatcher.loop.wake, poller.loop.wake
+        for backend in runtime.backends.unique():
+            if isinstance(backend, LocalBackend):
+                backend.set_exit_listener(poller.loop.wake)
+        app.state.runtime = runtime
+        dispatcher.loop.start()
+        poller.loop.start()
+        log.info("runyard ready: data in %s, targets %s", cfg.data_dir, runtime.backends.targets())
+        try:
+            yield
+        finally:
+            await dispatcher.loop.stop()
+            await poller.loop.stop()
+            db.dispose()
+
+    app = FastAPI(
+        title="runyard", version="0.1.0", summary="Training runs over HTTP, on a laptop or Azure ML.",
+        description=DESCRIPTION, lifespan=lifespan,
+    )
+    problems.install(app)
+    for router in (jobs.router, models.router, resources.router, health.router):
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_body_bytes)
+    return app
+
+
+class BodySizeLimit:
+    """Refuses request bodies over `max_bytes` with 413, before they are parsed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(scope, receive, send, self.max_bytes)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+    from starlette.requests import Request
+
+    response = problems.problem(413, "Payload too large", f"request body exceeds {max_bytes} bytes",
+                                Request(scope, receive))
+    await response(scope, receive, send)

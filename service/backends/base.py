@@ -1,0 +1,155 @@
+"""The interface every compute backend implements, and the values it exchanges."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+from service.states import JobStatus
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """A dataset argument, resolved to where its files are."""
+
+    name: str
+    version: int
+    mode: Literal["mount", "download"]
+    path: str | None
+    uri: str | None
+
+
+Arg = str | int | float | bool | DatasetInput
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    name: str
+    version: int
+    python_version: str
+    pip_packages: tuple[str, ...]
+    conda_packages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """Everything a backend needs to start the one run of a job."""
+
+    job_id: str
+    experiment: str
+    source_dir: Path
+    script: str
+    arguments: tuple[Arg, ...]
+    compute_target: str
+    environment: EnvironmentSpec
+    tags: Mapping[str, str]
+    run_dir: Path
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A job's backend run as the poller knows it."""
+
+    job_id: str
+    run_id: str
+    experiment: str
+    compute_target: str
+    run_dir: Path
+    metrics_cursor: int = 0
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class MetricSample:
+    name: str
+    value: float
+    step: int | None
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """What a backend reports about one run in one poll."""
+
+    run_id: str
+    backend_status: str
+    status: JobStatus
+    metrics: tuple[MetricSample, ...] = ()
+    metrics_cursor: int = 0
+    files: tuple[str, ...] | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ComputeInfo:
+    name: str
+    kind: Literal["local", "amlcompute"]
+    state: str
+    max_concurrent: int | None = None
+    vm_size: str | None = None
+    min_nodes: int | None = None
+    max_nodes: int | None = None
+    current_nodes: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """Where a backend put a model it registered."""
+
+    location: str
+    files: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Backend(Protocol):
+    """A place where jobs run. Methods block; callers run them in worker threads."""
+
+    kind: Literal["local", "amlcompute"]
+
+    def targets(self) -> Sequence[str]:
+        """The compute target names this backend serves."""
+        ...
+
+    def capacity(self, target: str) -> int | None:
+        """How many runs may be active at once on `target`; None for no limit."""
+        ...
+
+    def submit(self, request: SubmitRequest) -> str:
+        """Start the job's run and return its run id (raises `BackendError`)."""
+        ...
+
+    def find_run(self, job_id: str, experiment: str, run_dir: Path) -> str | None:
+        """The run id of a run already started for `job_id`, found by its tag."""
+        ...
+
+    def poll(self, runs: Sequence[RunRef]) -> list[RunUpdate]:
+        """The current state of each run (one update per run that could be read)."""
+        ...
+
+    def cancel(self, run: RunRef, *, force: bool) -> None:
+        """Ask the run to stop; `force` once the grace period has passed."""
+        ...
+
+    def fetch_file(self, run: RunRef, path: str) -> Path:
+        """A local copy of one of the run's files (`path` is already validated)."""
+        ...
+
+    def register_model(
+        self, run: RunRef, *, model_name: str, model_path: str, version: int, tags: Mapping[str, str]
+    ) -> RegisteredModel:
+        """Register `model_path` from the run's outputs as `model_name` version `version`."""
+        ...
+
+    def describe(self) -> list[ComputeInfo]:
+        """State of each target this backend serves."""
+        ...
+
+    def check(self) -> None:
+        """Raise `BackendError` when the backend cannot be reached."""
+        ...

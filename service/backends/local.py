@@ -1,0 +1,294 @@
+"""The `local` compute target: each run is a process session on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from service.backends.base import (
+    Arg,
+    ComputeInfo,
+    DatasetInput,
+    MetricSample,
+    RegisteredModel,
+    RunRef,
+    RunUpdate,
+    SubmitRequest,
+)
+from service.errors import BackendError
+from service.ids import new_id
+from service.rundir import RunDir
+from service.states import JobStatus
+from service.tables import utcnow
+
+LOCAL = "local"
+LOG_TAIL_LINES = 20
+
+
+class LocalBackend:
+    """Runs `python <source>/<script> <argv>` under a supervising runner process."""
+
+    kind: Literal["local", "amlcompute"] = "local"
+
+    def __init__(
+        self,
+        *,
+        max_concurrent: int,
+        models_dir: Path,
+        python: str = sys.executable,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
+        self.max_concurrent = max_concurrent
+        self.models_dir = models_dir
+        self.python = python
+        self._on_exit = on_exit
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def set_exit_listener(self, on_exit: Callable[[], None]) -> None:
+        """Called (from a thread) whenever a run started by this process ends."""
+        self._on_exit = on_exit
+
+    def targets(self) -> Sequence[str]:
+        return [LOCAL]
+
+    def capacity(self, target: str) -> int | None:  # noqa: ARG002 - one target
+        return self.max_concurrent
+
+    def submit(self, request: SubmitRequest) -> str:
+        rundir = RunDir(request.run_dir)
+        rundir.state.mkdir(parents=True, exist_ok=True)
+        script = request.source_dir / request.script
+        if not script.is_file():
+            raise BackendError(f"script {request.script!r} not found in its source", transient=False)
+        run_id = f"{request.experiment}_{int(datetime.now(UTC).timestamp())}_{new_id()[-8:].lower()}"
+        _write_json(rundir.state / "run.json", {"run_id": run_id, "job_id": request.job_id})
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "RUNYARD_METRICS_FILE": str(rundir.metrics),
+            "RUNYARD_JOB_ID": request.job_id,
+            "RUNYARD_RUN_ID": run_id,
+        }
+        for inherited in ("AZUREML_RUN_ID",):
+            env.pop(inherited, None)
+        command = [
+            self.python, "-m", "service.backends.local_runner",
+            "--state-dir", str(rundir.state), "--log", str(rundir.log),
+            "--", self.python, str(script), *(_argv(arg) for arg in request.arguments),
+        ]
+        try:
+            child = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+                command,
+                cwd=rundir.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BackendError(f"could not start the run: {exc}", transient=True) from exc
+        with self._lock:
+            self._children[run_id] = child
+        threading.Thread(target=self._reap, args=(run_id, child), daemon=True).start()
+        return run_id
+
+    def _reap(self, run_id: str, child: subprocess.Popen[bytes]) -> None:
+        child.wait()
+        with self._lock:
+            self._children.pop(run_id, None)
+        if self._on_exit is not None:
+            self._on_exit()
+
+    def find_run(self, job_id: str, experiment: str, run_dir: Path) -> str | None:  # noqa: ARG002
+        state = RunDir(run_dir).state
+        run = _read_json(state / "run.json")
+        # run.json is written before the runner starts; without runner.json it never did.
+        if run is None or run.get("job_id") != job_id:
+            return None
+        if _read_json(state / "runner.json") is None and not _lock_held(state):
+            return None
+        return str(run["run_id"])
+
+    def poll(self, runs: Sequence[RunRef]) -> list[RunUpdate]:
+        return [self._poll_one(run) for run in runs]
+
+    def _poll_one(self, run: RunRef) -> RunUpdate:
+        rundir = RunDir(run.run_dir)
+        runner = _read_json(rundir.state / "runner.json")
+        started = _parse_time(runner.get("started_at")) if runner else None
+        exit_info = _read_json(rundir.state / "exit.json")
+        alive = exit_info is None and _lock_held(rundir.state)
+        if exit_info is None and not alive:
+            # The runner writes exit.json before it lets go of the lock: look once more.
+            exit_info = _read_json(rundir.state / "exit.json")
+        # Metrics are read after the exit check, so a finished run's last lines are in.
+        metrics, cursor = _read_metrics(rundir.metrics, run.metrics_cursor)
+        if exit_info is None and not alive:
+            if runner is None and run.run_id in self._children:
+                # Spawned a moment ago; the runner has not taken its lock yet.
+                return RunUpdate(run.run_id, "Starting", JobStatus.STARTING, metrics, cursor)
+            return self._vanished(run, rundir, metrics, cursor, started)
+        files = tuple(rundir.list_files())
+        if exit_info is None:
+            status = JobStatus.RUNNING if runner else JobStatus.STARTING
+            return RunUpdate(run.run_id, "Running" if runner else "Starting", status, metrics, cursor,
+                             files, started_at=started)
+        code = int(exit_info["exit_code"])
+        ended = _parse_time(exit_info.get("ended_at")) or utcnow()
+        if code == 0:
+            return RunUpdate(run.run_id, "Completed", JobStatus.COMPLETED, metrics, cursor, files,
+                             exit_code=0, started_at=started, ended_at=ended)
+        if run.cancel_requested:
+            return RunUpdate(run.run_id, "Canceled", JobStatus.CANCELED, metrics, cursor, files,
+                             exit_code=code, error="canceled on request", started_at=started,
+                             ended_at=ended)
+        return RunUpdate(run.run_id, "Failed", JobStatus.FAILED, metrics, cursor, files,
+                         exit_code=code, error=_failure(code, rundir), started_at=started,
+                         ended_at=ended)
+
+    def _vanished(
+        self, run: RunRef, rundir: RunDir, metrics: tuple[MetricSample, ...], cursor: int,
+        started: datetime | None,
+    ) -> RunUpdate:
+        files = tuple(rundir.list_files())
+        if run.cancel_requested:
+            return RunUpdate(run.run_id, "Canceled", JobStatus.CANCELED, metrics, cursor, files,
+                             error="canceled on request (process killed)", started_at=started,
+                             ended_at=utcnow())
+        error = "the run's process ended without recording an exit code" + _tail(rundir)
+        return RunUpdate(run.run_id, "Failed", JobStatus.FAILED, metrics, cursor, files,
+                         error=error, started_at=started, ended_at=utcnow())
+
+    def cancel(self, run: RunRef, *, force: bool) -> None:
+        state = RunDir(run.run_dir).state
+        runner = _read_json(state / "runner.json")
+        if runner is None or not _lock_held(state):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(runner["pgid"]), signal.SIGKILL if force else signal.SIGTERM)
+
+    def fetch_file(self, run: RunRef, path: str) -> Path:
+        return RunDir(run.run_dir).resolve(path)
+
+    def register_model(
+        self, run: RunRef, *, model_name: str, model_path: str, version: int, tags: Mapping[str, str]  # noqa: ARG002
+    ) -> RegisteredModel:
+        source = RunDir(run.run_dir).resolve(model_path)
+        target = self.models_dir / model_name / str(version)
+        if target.exists():
+            shutil.rmtree(target)  # left by a registration whose commit failed
+        target.mkdir(parents=True)
+        if source.is_dir():
+            shutil.copytree(source, target / source.name, symlinks=False)
+        else:
+            shutil.copy2(source, target / source.name)
+        files = tuple(p.relative_to(target).as_posix() for p in sorted(target.rglob("*")) if p.is_file())
+        return RegisteredModel(location=str(target), files=files)
+
+    def describe(self) -> list[ComputeInfo]:
+        return [ComputeInfo(name=LOCAL, kind="local", state="ready", max_concurrent=self.max_concurrent)]
+
+    def check(self) -> None:
+        return None
+
+
+def _argv(arg: Arg) -> str:
+    if isinstance(arg, DatasetInput):
+        if arg.path is None:
+            raise BackendError(f"dataset {arg.name} v{arg.version} has no local folder", transient=False)
+        return arg.path
+    return str(arg)
+
+
+def _lock_held(state: Path) -> bool:
+    """True while a runner holds the run's lock, i.e. the runner process is alive."""
+    try:
+        handle = open(state / "lock", "a")  # noqa: SIM115
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def _read_metrics(path: Path, offset: int) -> tuple[tuple[MetricSample, ...], int]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return (), offset
+    end = data.rfind(b"\n") + 1  # a line still being written is read next time
+    samples = []
+    for line in data[:end].splitlines():
+        try:
+            item = json.loads(line)
+            samples.append(
+                MetricSample(
+                    name=str(item["name"]),
+                    value=float(item["value"]),
+                    step=None if item.get("step") is None else int(item["step"]),
+                    timestamp=_parse_time(item.get("timestamp")) or utcnow(),
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue  # a malformed line from a user script is skipped, not fatal
+    return tuple(samples), offset + end
+
+
+def _failure(code: int, rundir: RunDir) -> str:
+    reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    return f"the script {reason}" + _tail(rundir)
+
+
+def _tail(rundir: RunDir) -> str:
+    try:
+        with open(rundir.log, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 8192))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    except FileNotFoundError:
+        return ""
+    return "; last log lines:\n" + "\n".join(lines) if lines else ""
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

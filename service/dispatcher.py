@@ -1,0 +1,159 @@
+"""Submits queued jobs to their backends, and recovers submits a crash interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from service.errors import BackendError
+from service.loop import BackgroundLoop
+from service.runtime import Runtime
+from service.states import JobStatus
+from service.tables import Job, utcnow
+
+log = logging.getLogger(__name__)
+
+_ACTIVE = [s.value for s in JobStatus if s.is_active()]
+CLAIM_BATCH = 200
+MAX_BACKOFF_SECONDS = 60.0
+
+
+class Dispatcher:
+    """Moves jobs from `queued` to a backend run, at most each target's capacity at once."""
+
+    def __init__(
+        self, runtime: Runtime, *, on_submitted: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.runtime = runtime
+        self._on_submitted = on_submitted
+        self._clock = clock
+        self._inflight: set[str] = set()
+        self._retry_at: dict[str, tuple[int, float]] = {}
+        self.loop = BackgroundLoop("dispatcher", self.tick, runtime.settings.poll_interval_seconds)
+
+    async def tick(self) -> None:
+        claimed = await asyncio.to_thread(self._claim)
+        if claimed:
+            await asyncio.gather(*(self._submit(job_id) for job_id in claimed))
+
+    def _claim(self) -> list[str]:
+        """Mark as many queued jobs `starting` as capacity allows; add unfinished submits."""
+        now = self._clock()
+        with self.runtime.db.write_session() as session:
+            pending = session.exec(
+                select(Job).where(
+                    col(Job.status).in_([JobStatus.STARTING.value, JobStatus.CANCELING.value]),
+                    col(Job.run_id).is_(None),
+                )
+            ).all()
+            claimed = [j.id for j in pending if j.id not in self._inflight and self._due(j.id, now)]
+            active = dict(
+                session.exec(
+                    select(Job.compute_target, func.count())
+                    .where(col(Job.status).in_(_ACTIVE))
+                    .group_by(col(Job.compute_target))
+                ).all()
+            )
+            queued = session.exec(
+                select(Job).where(Job.status == JobStatus.QUEUED.value).order_by(col(Job.id)).limit(CLAIM_BATCH)
+            ).all()
+            for job in queued:
+                try:
+                    backend = self.runtime.backends.for_target(job.compute_target)
+                except Exception:
+                    job.status, job.error, job.ended_at = JobStatus.FAILED.value, "compute target no longer exists", utcnow()
+                    session.add(job)
+                    continue
+                limit = backend.capacity(job.compute_target)
+                used = active.get(job.compute_target, 0)
+                if limit is not None and used >= limit:
+                    continue
+                active[job.compute_target] = used + 1
+                job.status, job.updated_at = JobStatus.STARTING.value, utcnow()
+                session.add(job)
+                claimed.append(job.id)
+            session.commit()
+        self._inflight.update(claimed)
+        return claimed
+
+    def _due(self, job_id: str, now: float) -> bool:
+        attempt = self._retry_at.get(job_id)
+        return attempt is None or attempt[1] <= now
+
+    async def _submit(self, job_id: str) -> None:
+        try:
+            await self._submit_one(job_id)
+        except BackendError as exc:
+            if exc.transient:
+                self._backoff(job_id, exc)
+            else:
+                await asyncio.to_thread(self._fail, job_id, exc.message)
+        except Exception as exc:
+            log.exception("submitting job %s failed", job_id)
+            self._backoff(job_id, exc)
+        finally:
+            self._inflight.discard(job_id)
+
+    async def _submit_one(self, job_id: str) -> None:
+        with self.runtime.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.run_id is not None or JobStatus(job.status).is_terminal():
+                return
+            backend = self.runtime.backends.for_target(job.compute_target)
+            run_dir = self.runtime.run_dir(job.id).root
+            request = self.runtime.submit_request(session, job)
+            canceling = job.status == JobStatus.CANCELING.value
+        # A submit that died between the backend call and our commit left a tagged run.
+        run_id = await asyncio.to_thread(backend.find_run, job_id, request.experiment, run_dir)
+        if run_id is None and canceling:
+            await asyncio.to_thread(self._finish_cancel, job_id)
+            return
+        if run_id is None:
+            run_id = await asyncio.to_thread(backend.submit, request)
+        await asyncio.to_thread(self._record, job_id, run_id)
+        self._retry_at.pop(job_id, None)
+        self._on_submitted()
+
+    def _record(self, job_id: str, run_id: str) -> None:
+        with self.runtime.db.write_session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return
+            job.run_id, job.submitted_at, job.updated_at = run_id, utcnow(), utcnow()
+            session.add(job)
+            session.commit()
+        log.info("job %s submitted as run %s", job_id, run_id)
+
+    def _finish_cancel(self, job_id: str) -> None:
+        with self.runtime.db.write_session() as session:
+            job = session.get(Job, job_id)
+            if job is None or JobStatus(job.status).is_terminal():
+                return
+            job.status, job.ended_at, job.updated_at = JobStatus.CANCELED.value, utcnow(), utcnow()
+            job.error = "canceled before a run was started"
+            session.add(job)
+            session.commit()
+
+    def _fail(self, job_id: str, reason: str) -> None:
+        with self.runtime.db.write_session() as session:
+            job = session.get(Job, job_id)
+            if job is None or JobStatus(job.status).is_terminal():
+                return
+            job.status, job.error, job.ended_at, job.updated_at = JobStatus.FAILED.value, reason, utcnow(), utcnow()
+            session.add(job)
+            session.commit()
+        log.warning("job %s failed at submit: %s", job_id, reason)
+
+    def _backoff(self, job_id: str, exc: Exception) -> None:
+        attempts = self._retry_at.get(job_id, (0, 0.0))[0] + 1
+        # Full jitter: many jobs failing together must not retry together.
+        delay = random.uniform(0, min(MAX_BACKOFF_SECONDS, 2.0**attempts))
+        self._retry_at[job_id] = (attempts, self._clock() + delay)
+        log.warning("submit of job %s failed (attempt %d), retrying in %.1fs: %s", job_id, attempts, delay, exc)

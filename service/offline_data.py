@@ -1,0 +1,119 @@
+"""Datasets that exist without network access: sklearn's digits and Debian's Fashion-MNIST."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from trainer.utils import MNIST_FILE_NAMES, find_mnist_files, load_data, write_idx_gz
+
+__all__ = [
+    "DIGITS_FILES",
+    "DIGITS_N_SAMPLES",
+    "DIGITS_TEST_SIZE",
+    "FASHION_MNIST_DIR",
+    "digits_dataset_arrays",
+    "digits_dataset_valid",
+    "fashion_mnist_available",
+    "write_digits_dataset",
+]
+
+# The digits dataset is written under the MNIST file names so the unmodified
+# tutorial script (which globs for those names) can train on it.
+DIGITS_FILES: Final[dict[str, str]] = dict(MNIST_FILE_NAMES)
+DIGITS_N_SAMPLES: Final = 1797
+DIGITS_TEST_SIZE: Final = 0.25
+_DIGITS_SPLIT_SEED: Final = 0
+_DIGITS_MAX_VALUE: Final = 16
+
+# Installed by Debian's `dataset-fashion-mnist` package, flat, with the MNIST
+# file names (train-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, ...).
+FASHION_MNIST_DIR: Final = Path("/usr/share/datasets/fashion-mnist")
+
+
+def digits_dataset_arrays() -> dict[str, npt.NDArray[np.uint8]]:
+    """The digits train/test split as uint8 arrays keyed like DIGITS_FILES."""
+    digits = load_digits()
+    # Pixels are 0..16; stretch to MNIST's 0..255 so the script's "/ 255.0" gives
+    # 0..1 here too. np.rint rounds the only half case (8 -> 127.5) to 128.
+    images = np.rint(digits.images * (255.0 / _DIGITS_MAX_VALUE)).astype(np.uint8)
+    labels = digits.target.astype(np.uint8)
+    # A fixed stratified split, so every run (and every machine) trains and
+    # scores on exactly the same 1347/450 images.
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        labels,
+        test_size=DIGITS_TEST_SIZE,
+        random_state=_DIGITS_SPLIT_SEED,
+        stratify=labels,
+    )
+    return {
+        "train_images": np.ascontiguousarray(x_train),
+        "train_labels": np.ascontiguousarray(y_train),
+        "test_images": np.ascontiguousarray(x_test),
+        "test_labels": np.ascontiguousarray(y_test),
+    }
+
+
+def digits_dataset_valid(folder: Path) -> bool:
+    """True when `folder` directly holds a complete, readable digits dataset."""
+    try:
+        train_x = load_data(folder / DIGITS_FILES["train_images"], label=False)
+        train_y = load_data(folder / DIGITS_FILES["train_labels"], label=True)
+        test_x = load_data(folder / DIGITS_FILES["test_images"], label=False)
+        test_y = load_data(folder / DIGITS_FILES["test_labels"], label=True)
+    except (OSError, ValueError):
+        return False
+    return (
+        train_x.shape[0] == train_y.shape[0]
+        and test_x.shape[0] == test_y.shape[0]
+        and train_x.shape[0] + test_x.shape[0] == DIGITS_N_SAMPLES
+        and train_x.shape[1] == test_x.shape[1] == 64
+    )
+
+
+def write_digits_dataset(folder: Path) -> None:
+    """Write the digits dataset as four MNIST-named IDX files into `folder` (idempotent)."""
+    folder = Path(folder)
+    if digits_dataset_valid(folder):
+        return
+    arrays = digits_dataset_arrays()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Build everything in a sibling temp dir first: when `folder` does not exist
+    # yet a single rename publishes all four files at once, so a crash (or a
+    # concurrent reader) never sees half a dataset.
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        for key, file_name in DIGITS_FILES.items():
+            write_idx_gz(staging / file_name, arrays[key])
+        os.chmod(staging, 0o755)  # mkdtemp makes 0700; the dataset is not secret
+        try:
+            # rename(2) also replaces an *empty* directory, e.g. a fresh tmp_path.
+            os.rename(staging, folder)
+        except OSError:
+            # `folder` exists with other content (a partial or stale dataset, or
+            # another writer won the race). Move file by file: each os.replace is
+            # atomic and the bytes are deterministic, so racing writers agree.
+            for file_name in DIGITS_FILES.values():
+                os.replace(staging / file_name, folder / file_name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(staging)
+
+
+def fashion_mnist_available(path: Path = FASHION_MNIST_DIR) -> bool:
+    """True when all four Fashion-MNIST IDX files are found under `path`."""
+    try:
+        find_mnist_files(path)
+    except FileNotFoundError:
+        return False
+    return True

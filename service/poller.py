@@ -1,0 +1,123 @@
+"""Reconciles active jobs with their backends' runs: status, metrics, files, cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlmodel import col, select
+
+from service.backends.base import Backend, RunRef, RunUpdate
+from service.errors import BackendError, IllegalTransition
+from service.loop import BackgroundLoop
+from service.runtime import Runtime
+from service.states import JobStatus
+from service.tables import Job, MetricPoint, utcnow
+
+log = logging.getLogger(__name__)
+
+_ACTIVE = [s.value for s in JobStatus if s.is_active()]
+BACKEND_CALL_TIMEOUT = 120.0
+
+
+class Poller:
+    """One tick: read every active run once per backend, store what changed."""
+
+    def __init__(
+        self, runtime: Runtime, *, on_finished: Callable[[], None] = lambda: None,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.runtime = runtime
+        self._on_finished = on_finished
+        self._now = now
+        self.loop = BackgroundLoop("poller", self.tick, runtime.settings.poll_interval_seconds)
+
+    async def tick(self) -> None:
+        groups = await asyncio.to_thread(self._load)
+        results = await asyncio.gather(*(self._poll(backend, refs) for backend, refs in groups.items()))
+        updates = [u for batch in results for u in batch]
+        if updates and await asyncio.to_thread(self._apply, updates):
+            self._on_finished()
+
+    def _load(self) -> dict[Backend, list[RunRef]]:
+        groups: dict[Backend, list[RunRef]] = defaultdict(list)
+        with self.runtime.db.session() as session:
+            jobs = session.exec(
+                select(Job).where(col(Job.status).in_(_ACTIVE), col(Job.run_id).is_not(None))
+            ).all()
+        for job in jobs:
+            try:
+                backend = self.runtime.backends.for_target(job.compute_target)
+            except Exception:
+                continue
+            groups[backend].append(self.runtime.run_ref(job))
+        return groups
+
+    async def _poll(self, backend: Backend, refs: list[RunRef]) -> list[tuple[str, RunUpdate]]:
+        await self._cancel(backend, [r for r in refs if r.cancel_requested])
+        by_run = {r.run_id: r.job_id for r in refs}
+        try:
+            updates = await asyncio.wait_for(asyncio.to_thread(backend.poll, refs), BACKEND_CALL_TIMEOUT)
+        except (BackendError, TimeoutError) as exc:
+            log.warning("polling %d %s runs failed; will retry: %s", len(refs), backend.kind, exc)
+            return []
+        return [(by_run[u.run_id], u) for u in updates if u.run_id in by_run]
+
+    async def _cancel(self, backend: Backend, refs: list[RunRef]) -> None:
+        grace = self.runtime.settings.cancel_grace_seconds
+        for ref in refs:
+            force = await asyncio.to_thread(self._past_grace, ref.job_id, grace)
+            try:
+                await asyncio.wait_for(asyncio.to_thread(backend.cancel, ref, force=force), BACKEND_CALL_TIMEOUT)
+            except (BackendError, TimeoutError) as exc:
+                log.warning("cancel of job %s failed; will retry: %s", ref.job_id, exc)
+
+    def _past_grace(self, job_id: str, grace: float) -> bool:
+        with self.runtime.db.session() as session:
+            job = session.get(Job, job_id)
+        asked = job.cancel_requested_at if job else None
+        return asked is not None and (self._now() - asked).total_seconds() >= grace
+
+    def _apply(self, updates: list[tuple[str, RunUpdate]]) -> bool:
+        """Store the updates in one transaction; True when some job reached its end."""
+        finished = False
+        with self.runtime.db.write_session() as session:
+            for job_id, update in updates:
+                job = session.get(Job, job_id)
+                if job is None or JobStatus(job.status).is_terminal() or job.run_id != update.run_id:
+                    continue
+                finished |= self._merge(job, update)
+                session.add(job)
+                session.add_all(
+                    MetricPoint(job_id=job.id, name=m.name, value=m.value, step=m.step, timestamp=m.timestamp)
+                    for m in update.metrics
+                )
+            session.commit()
+        return finished
+
+    def _merge(self, job: Job, update: RunUpdate) -> bool:
+        current = JobStatus(job.status)
+        target = update.status
+        if current is JobStatus.CANCELING and not target.is_terminal():
+            target = current  # stays canceling until the backend confirms an end
+        try:
+            current.check_transition(target)
+        except IllegalTransition as exc:
+            log.warning("job %s: ignoring backend report: %s", job.id, exc)
+            return False
+        changed = target is not current or update.backend_status != job.backend_status
+        job.status, job.backend_status = target.value, update.backend_status
+        job.metrics_cursor = update.metrics_cursor
+        if update.files is not None and list(update.files) != job.files:
+            job.files, changed = list(update.files), True
+        job.started_at = job.started_at or update.started_at
+        if target.is_terminal():
+            job.ended_at = update.ended_at or self._now()
+            job.exit_code, job.error = update.exit_code, update.error
+            log.info("job %s %s", job.id, target.value)
+        if changed or update.metrics:
+            job.updated_at = self._now()
+        return target.is_terminal()
