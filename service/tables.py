@@ -92,6 +92,13 @@ class Job(SQLModel, table=True):
     # How far the poller has read the run's metrics (meaning is the backend's own).
     metrics_cursor: int = 0
     files: list[str] = Field(default_factory=list, sa_type=JSON)
+    # Retries: a failed run is resubmitted as a new attempt while attempt <= max_retries.
+    max_retries: int = 0
+    attempt: int = 1
+    max_run_duration_seconds: int | None = None
+    # The latest transient problem (backend unreachable...), cleared once things work again.
+    last_error: str | None = None
+    backend_errors: int = 0
     created_at: datetime = _when()
     updated_at: datetime = _when()
     submitted_at: datetime | None = _when(nullable=True)
@@ -126,3 +133,19 @@ class ModelVersion(SQLModel, table=True):
     tags: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
     metrics: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = _when()
+
+
+class JobAttempt(SQLModel, table=True):
+    """One finished run of a job that was retried."""
+
+    __table_args__ = (UniqueConstraint("job_id", "attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", max_length=32, index=True)
+    attempt: int
+    run_id: str | None = Field(default=None, max_length=255)
+    status: str = Field(max_length=16)
+    error: str | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = _when(nullable=True)
+    ended_at: datetime | None = _when(nullable=True)
