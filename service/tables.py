@@ -99,6 +99,9 @@ class Job(SQLModel, table=True):
     # The latest transient problem (backend unreachable...), cleared once things work again.
     last_error: str | None = None
     backend_errors: int = 0
+    # Why runyard itself stopped the run (timeout, heartbeat); the job then ends failed.
+    stop_reason: str | None = None
+    backend_status_since: datetime | None = _when(nullable=True)
     created_at: datetime = _when()
     updated_at: datetime = _when()
     submitted_at: datetime | None = _when(nullable=True)
