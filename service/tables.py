@@ -66,6 +66,33 @@ class Dataset(SQLModel, table=True):
     created_at: datetime = _when()
 
 
+class Sweep(SQLModel, table=True):
+    """A search over a job's arguments; its children are ordinary jobs (`Job.sweep_id`)."""
+
+    __table_args__ = (Index("ix_sweep_status_id", "status", "id"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    experiment: str = Field(foreign_key="experiment.name", max_length=255)
+    status: str = Field(max_length=16)
+    # The request as accepted, and every child's parameters sampled up front: a restart
+    # resumes the same plan instead of drawing new values.
+    spec: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    plan: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    best_job_id: str | None = Field(default=None, max_length=32)
+    best_metric: float | None = None
+    # Children the early-termination policy stopped: job id -> why.
+    terminated: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    model_name: str | None = Field(default=None, max_length=255)
+    model_version: int | None = None
+    error: str | None = None
+    idempotency_key: str | None = Field(default=None, max_length=255, unique=True)
+    request_hash: str = Field(max_length=64)
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+    ended_at: datetime | None = _when(nullable=True)
+    cancel_requested_at: datetime | None = _when(nullable=True)
+
+
 class Job(SQLModel, table=True):
     __table_args__ = (
         Index("ix_job_experiment_status_id", "experiment", "status", "id"),
@@ -108,6 +135,10 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = _when(nullable=True)
     ended_at: datetime | None = _when(nullable=True)
     cancel_requested_at: datetime | None = _when(nullable=True)
+    # A sweep's child: which sweep, its place in the sweep's plan, the values it was given.
+    sweep_id: str | None = Field(default=None, foreign_key="sweep.id", max_length=32, index=True)
+    sweep_index: int | None = None
+    sweep_params: dict[str, Any] | None = Field(default=None, sa_type=JSON)
 
 
 class MetricPoint(SQLModel, table=True):
