@@ -6,17 +6,19 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import catalog, migrate
-from service.api import health, jobs, models, problems, resources
+from service.api import docs_assets, health, jobs, models, problems, resources, telemetry
+from service.auth import ApiKeys, is_loopback, require_api_key
 from service.backends.base import Backend
 from service.backends.local import LocalBackend
 from service.backends.registry import Backends
 from service.db import Database
 from service.dispatcher import Dispatcher
 from service.errors import PayloadTooLarge
+from service.observability import Metrics, RequestObservability
 from service.poller import Poller
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
@@ -30,6 +32,7 @@ model versions. Errors are `application/problem+json` (RFC 9457).
 """
 
 BackendFactory = Callable[[Settings], list[Backend]]
+V1_ROUTERS = (jobs.router, models.router, resources.router)
 
 
 def default_backends(settings: Settings) -> list[Backend]:
@@ -49,7 +52,8 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
         db = Database(cfg.effective_database_url, busy_timeout_ms=cfg.sqlite_busy_timeout_ms)
         with db.write_session() as session:
             catalog.seed_defaults(session, settings=cfg)
-        runtime = Runtime(settings=cfg, db=db, backends=Backends(backends(cfg)))
+        runtime = Runtime(settings=cfg, db=db, backends=Backends(backends(cfg)), metrics=metrics)
+        metrics.watch_jobs(db)
         dispatcher = Dispatcher(runtime)
         poller = Poller(runtime, on_finished=dispatcher.loop.wake)
         dispatcher._on_submitted = poller.loop.wake
@@ -66,16 +70,28 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
         finally:
             await dispatcher.loop.stop()
             await poller.loop.stop()
+            metrics.unwatch_jobs()
             db.dispose()
 
     app = FastAPI(
         title="runyard", version="0.1.0", summary="Training runs over HTTP, on a laptop or Azure ML.",
         description=DESCRIPTION, lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served by docs_assets from installed files, not a CDN
     )
+    metrics = Metrics()
     problems.install(app)
-    for router in (jobs.router, models.router, resources.router, health.router):
+    cfg = settings or get_settings()
+    app.state.api_keys = api_keys = ApiKeys.from_settings(cfg)
+    if not api_keys.enabled and not is_loopback(cfg.host):
+        raise RuntimeError(f"refusing to serve on {cfg.host} without API keys: set RUNYARD_API_KEYS")
+    # Every /v1 route needs a key once keys are configured; health, metrics and docs stay open.
+    for router in V1_ROUTERS:
+        app.include_router(router, dependencies=[Depends(require_api_key)])
+    for router in (health.router, telemetry.router):
         app.include_router(router)
+    docs_assets.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_body_bytes)
+    app.add_middleware(RequestObservability, metrics=metrics)  # outermost: even a 413 gets a request id
     return app
 
 

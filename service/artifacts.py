@@ -33,8 +33,9 @@ def metric_history(
 ) -> tuple[list[MetricPoint], str | None]:
     """Every logged point of one metric, in logging order."""
     stmt = select(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.name == name)
-    points, next_cursor = keyset_page(session, stmt, [col(MetricPoint.id)], lambda p: [p.id],
-                                      limit=limit, cursor=cursor)
+    points, next_cursor = keyset_page(
+        session, stmt, [col(MetricPoint.id)], lambda p: [p.id], limit=limit, cursor=cursor
+    )
     if not points and cursor is None:
         raise NotFound(f"job {job_id} has no metric {name!r}")
     return points, next_cursor
@@ -52,8 +53,9 @@ def read_log(job: Job, rundir: RunDir, *, offset: int, limit: int) -> LogChunk:
     data = _whole_characters(data)
     next_offset = min(offset, size) + len(data)
     eof = JobStatus(job.status).is_terminal() and next_offset >= size
-    return LogChunk(job_id=job.id, offset=offset, next_offset=next_offset,
-                    text=data.decode("utf-8", errors="replace"), eof=eof)
+    return LogChunk(
+        job_id=job.id, offset=offset, next_offset=next_offset, text=data.decode("utf-8", errors="replace"), eof=eof
+    )
 
 
 def _whole_characters(data: bytes) -> bytes:

@@ -47,16 +47,20 @@ def create_experiment(session: Session, *, name: str) -> Experiment:
 
 
 def list_experiments(session: Session, *, limit: int, cursor: str | None) -> tuple[list[Experiment], str | None]:
-    return keyset_page(session, select(Experiment), [col(Experiment.name)], lambda e: [e.name],
-                       limit=limit, cursor=cursor)
+    return keyset_page(
+        session, select(Experiment), [col(Experiment.name)], lambda e: [e.name], limit=limit, cursor=cursor
+    )
 
 
 def create_environment(session: Session, *, spec: EnvironmentCreate) -> Environment:
     """Register `spec` as the next version of its environment."""
     latest = session.exec(select(func.max(Environment.version)).where(Environment.name == spec.name)).one()
     env = Environment(
-        name=spec.name, version=(latest or 0) + 1, python_version=spec.python_version,
-        pip_packages=list(spec.pip_packages), conda_packages=list(spec.conda_packages),
+        name=spec.name,
+        version=(latest or 0) + 1,
+        python_version=spec.python_version,
+        pip_packages=list(spec.pip_packages),
+        conda_packages=list(spec.conda_packages),
     )
     session.add(env)
     session.commit()
@@ -75,8 +79,14 @@ def get_environment(session: Session, *, name: str, version: int | None) -> Envi
 
 
 def list_environments(session: Session, *, limit: int, cursor: str | None) -> tuple[list[Environment], str | None]:
-    return keyset_page(session, select(Environment), [col(Environment.name), col(Environment.version)],
-                       lambda e: [e.name, e.version], limit=limit, cursor=cursor)
+    return keyset_page(
+        session,
+        select(Environment),
+        [col(Environment.name), col(Environment.version)],
+        lambda e: [e.name, e.version],
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 def create_dataset(session: Session, *, spec: DatasetCreate, settings: Settings) -> Dataset:
@@ -117,8 +127,14 @@ def get_dataset(session: Session, *, name: str, version: int | None) -> Dataset:
 
 
 def list_datasets(session: Session, *, limit: int, cursor: str | None) -> tuple[list[Dataset], str | None]:
-    return keyset_page(session, select(Dataset), [col(Dataset.name), col(Dataset.version)],
-                       lambda d: [d.name, d.version], limit=limit, cursor=cursor)
+    return keyset_page(
+        session,
+        select(Dataset),
+        [col(Dataset.name), col(Dataset.version)],
+        lambda d: [d.name, d.version],
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 def seed_defaults(session: Session, *, settings: Settings) -> None:
@@ -129,14 +145,24 @@ def seed_defaults(session: Session, *, settings: Settings) -> None:
         digits = settings.datasets_dir / "digits" / "1"
         offline_data.write_digits_dataset(digits)
         if session.exec(select(Dataset).where(Dataset.name == "digits")).first() is None:
-            _add_dataset_version(session, name="digits", path=str(digits), uri=None,
-                                 description="scikit-learn's handwritten digits as MNIST-style IDX files")
+            _add_dataset_version(
+                session,
+                name="digits",
+                path=str(digits),
+                uri=None,
+                description="scikit-learn's handwritten digits as MNIST-style IDX files",
+            )
         fashion = offline_data.FASHION_MNIST_DIR
         if offline_data.fashion_mnist_available(fashion) and (
             session.exec(select(Dataset).where(Dataset.name == "fashion-mnist")).first() is None
         ):
-            _add_dataset_version(session, name="fashion-mnist", path=str(fashion), uri=None,
-                                 description="Fashion-MNIST from Debian's dataset-fashion-mnist")
+            _add_dataset_version(
+                session,
+                name="fashion-mnist",
+                path=str(fashion),
+                uri=None,
+                description="Fashion-MNIST from Debian's dataset-fashion-mnist",
+            )
     except IntegrityError:
         # Another process seeded at the same moment; what it wrote is what we wanted.
         session.rollback()

@@ -17,9 +17,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         connect_args: dict[str, Any] = {"check_same_thread": False} if self.is_sqlite else {}
-        self.engine: Engine = create_engine(
-            url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite
-        )
+        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms)
         # Writers take the lock up front: a deferred transaction that upgrades from read

@@ -28,7 +28,10 @@ class Dispatcher:
     """Moves jobs from `queued` to a backend run, at most each target's capacity at once."""
 
     def __init__(
-        self, runtime: Runtime, *, on_submitted: Callable[[], None] = lambda: None,
+        self,
+        runtime: Runtime,
+        *,
+        on_submitted: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime = runtime
@@ -68,7 +71,11 @@ class Dispatcher:
                 try:
                     backend = self.runtime.backends.for_target(job.compute_target)
                 except Exception:
-                    job.status, job.error, job.ended_at = JobStatus.FAILED.value, "compute target no longer exists", utcnow()
+                    job.status, job.error, job.ended_at = (
+                        JobStatus.FAILED.value,
+                        "compute target no longer exists",
+                        utcnow(),
+                    )
                     session.add(job)
                     continue
                 limit = backend.capacity(job.compute_target)
@@ -107,16 +114,17 @@ class Dispatcher:
             if job is None or job.run_id is not None or JobStatus(job.status).is_terminal():
                 return
             backend = self.runtime.backends.for_target(job.compute_target)
-            run_dir = self.runtime.run_dir(job.id).root
             request = self.runtime.submit_request(session, job)
             canceling = job.status == JobStatus.CANCELING.value
         # A submit that died between the backend call and our commit left a tagged run.
-        run_id = await asyncio.to_thread(backend.find_run, job_id, request.experiment, run_dir)
+        with self.runtime.metrics.backend_call(backend.kind, "find_run"):
+            run_id = await asyncio.to_thread(backend.find_run, request.job_id, request.experiment, request.run_dir)
         if run_id is None and canceling:
             await asyncio.to_thread(self._finish_cancel, job_id)
             return
         if run_id is None:
-            run_id = await asyncio.to_thread(backend.submit, request)
+            with self.runtime.metrics.backend_call(backend.kind, "submit"):
+                run_id = await asyncio.to_thread(backend.submit, request)
         await asyncio.to_thread(self._record, job_id, run_id)
         self._retry_at.pop(job_id, None)
         self._on_submitted()
@@ -127,6 +135,11 @@ class Dispatcher:
             if job is None:
                 return
             job.run_id, job.submitted_at, job.updated_at = run_id, utcnow(), utcnow()
+            job.last_error = None
+            if JobStatus(job.status).is_terminal():
+                # Ended (e.g. timed out) while the submit was in flight: stop the orphan.
+                backend = self.runtime.backends.for_target(job.compute_target)
+                backend.cancel(self.runtime.run_ref(job), force=True)
             session.add(job)
             session.commit()
         log.info("job %s submitted as run %s", job_id, run_id)
@@ -151,9 +164,18 @@ class Dispatcher:
             session.commit()
         log.warning("job %s failed at submit: %s", job_id, reason)
 
+    def _note_error(self, job_id: str, message: str) -> None:
+        with self.runtime.db.write_session() as session:
+            job = session.get(Job, job_id)
+            if job is not None and not JobStatus(job.status).is_terminal():
+                job.last_error, job.backend_errors = message, job.backend_errors + 1
+                session.add(job)
+                session.commit()
+
     def _backoff(self, job_id: str, exc: Exception) -> None:
         attempts = self._retry_at.get(job_id, (0, 0.0))[0] + 1
         # Full jitter: many jobs failing together must not retry together.
         delay = random.uniform(0, min(MAX_BACKOFF_SECONDS, 2.0**attempts))
         self._retry_at[job_id] = (attempts, self._clock() + delay)
+        self._note_error(job_id, f"submit failed (try {attempts}), retrying: {exc}")
         log.warning("submit of job %s failed (attempt %d), retrying in %.1fs: %s", job_id, attempts, delay, exc)

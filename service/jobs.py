@@ -19,13 +19,22 @@ from service.rundir import confined
 from service.schemas import DatasetArgument, JobCreate
 from service.settings import Settings
 from service.states import JobStatus
-from service.tables import Job, utcnow
+from service.tables import Job, JobAttempt, utcnow
 
 
 @dataclass(frozen=True)
 class Submitted:
     job: Job
     replayed: bool
+
+
+@dataclass(frozen=True)
+class SweepLink:
+    """Makes a submitted job a sweep's child: its place in the sweep's plan and its values."""
+
+    sweep_id: str
+    index: int
+    params: dict[str, Any]
 
 
 def request_hash(spec: JobCreate) -> str:
@@ -41,6 +50,7 @@ def submit_job(
     idempotency_key: str | None,
     settings: Settings,
     backends: Backends,
+    sweep: SweepLink | None = None,
 ) -> Submitted:
     """Validate `spec` and commit it as a queued job (or return the job this key made)."""
     digest = request_hash(spec)
@@ -65,9 +75,14 @@ def submit_job(
         environment=env.name,
         environment_version=env.version,
         tags=dict(spec.tags),
+        sweep_id=sweep.sweep_id if sweep else None,
+        sweep_index=sweep.index if sweep else None,
+        sweep_params=dict(sweep.params) if sweep else None,
         status=JobStatus.QUEUED.value,
         idempotency_key=idempotency_key,
         request_hash=digest,
+        max_retries=spec.max_retries,
+        max_run_duration_seconds=spec.max_run_duration_seconds,
     )
     catalog.ensure_experiment(session, name=spec.experiment)
     session.add(job)
@@ -116,9 +131,12 @@ def list_jobs(
     tag: str | None,
     limit: int,
     cursor: str | None,
+    sweep_id: str | None = None,
 ) -> tuple[list[Job], str | None]:
-    """Jobs newest first, filtered by experiment, status and one `key:value` tag."""
+    """Jobs newest first, filtered by experiment, status, one `key:value` tag and sweep."""
     stmt = select(Job)
+    if sweep_id is not None:
+        stmt = stmt.where(Job.sweep_id == sweep_id)
     if experiment is not None:
         stmt = stmt.where(Job.experiment == experiment)
     if status is not None:
@@ -128,8 +146,7 @@ def list_jobs(
         if not sep or not key:
             raise InvalidRequest("tag filter must look like key:value")
         stmt = stmt.where(col(Job.tags)[key].as_string() == value)
-    return keyset_page(session, stmt, [col(Job.id)], lambda j: [j.id], limit=limit, cursor=cursor,
-                       descending=True)
+    return keyset_page(session, stmt, [col(Job.id)], lambda j: [j.id], limit=limit, cursor=cursor, descending=True)
 
 
 def cancel_job(session: Session, *, job_id: str) -> Job:
@@ -140,13 +157,27 @@ def cancel_job(session: Session, *, job_id: str) -> Job:
         raise Conflict(f"job {job_id} is already {status.value}")
     if status is JobStatus.CANCELING:
         return job
+    request_cancel(job)
+    session.add(job)
+    session.commit()
+    return job
+
+
+def request_cancel(job: Job) -> None:
+    """Mark an active job `canceling` (a queued one ends at once); the caller commits."""
     now = utcnow()
-    if status is JobStatus.QUEUED:
+    if job.status == JobStatus.QUEUED.value:
         job.status, job.ended_at = JobStatus.CANCELED.value, now
         job.error = "canceled before it was submitted"
     else:
         job.status = JobStatus.CANCELING.value
     job.cancel_requested_at = job.updated_at = now
-    session.add(job)
-    session.commit()
-    return job
+
+
+def attempts_of(session: Session, *, job_ids: list[str]) -> dict[str, list[JobAttempt]]:
+    """Earlier attempts of each job, in one query for a whole page."""
+    found: dict[str, list[JobAttempt]] = {job_id: [] for job_id in job_ids}
+    rows = session.exec(select(JobAttempt).where(col(JobAttempt.job_id).in_(job_ids)).order_by(col(JobAttempt.attempt)))
+    for row in rows:
+        found[row.job_id].append(row)
+    return found

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, tuple_
+from sqlalchemy import tuple_
 from sqlmodel import Session
 
 from service.errors import InvalidRequest
@@ -41,22 +41,22 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
 
 def keyset_page(
     session: Session,
-    stmt: Select[Any],
-    keys: Sequence[ColumnElement[Any]],
+    stmt: Any,
+    keys: Sequence[Any],
     key_of: Callable[[Any], Sequence[Any]],
     *,
     limit: int,
     cursor: str | None,
     descending: bool = False,
 ) -> tuple[list[Any], str | None]:
-    """Rows of `stmt` after `cursor` ordered by `keys`, and the cursor for the next page."""
+    """Rows of `stmt` (a select) after `cursor` ordered by `keys` (columns), and the next cursor."""
     key = tuple_(*keys) if len(keys) > 1 else keys[0]
     if cursor is not None:
         values = decode_cursor(cursor, len(keys))
         bound = tuple_(*values) if len(values) > 1 else values[0]
         stmt = stmt.where(key < bound if descending else key > bound)
     order = [k.desc() if descending else k.asc() for k in keys]
-    rows = list(session.exec(stmt.order_by(*order).limit(limit + 1)).all())  # type: ignore[call-overload]
+    rows = list(session.exec(stmt.order_by(*order).limit(limit + 1)).all())
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]

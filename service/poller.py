@@ -8,8 +8,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
+from service import supervision
 from service.backends.base import Backend, RunRef, RunUpdate
 from service.errors import BackendError, IllegalTransition
 from service.loop import BackgroundLoop
@@ -27,7 +28,10 @@ class Poller:
     """One tick: read every active run once per backend, store what changed."""
 
     def __init__(
-        self, runtime: Runtime, *, on_finished: Callable[[], None] = lambda: None,
+        self,
+        runtime: Runtime,
+        *,
+        on_finished: Callable[[], None] = lambda: None,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.runtime = runtime
@@ -36,18 +40,20 @@ class Poller:
         self.loop = BackgroundLoop("poller", self.tick, runtime.settings.poll_interval_seconds)
 
     async def tick(self) -> None:
-        groups = await asyncio.to_thread(self._load)
-        results = await asyncio.gather(*(self._poll(backend, refs) for backend, refs in groups.items()))
-        updates = [u for batch in results for u in batch]
-        if updates and await asyncio.to_thread(self._apply, updates):
-            self._on_finished()
+        with self.runtime.metrics.poll_seconds.time():
+            if await asyncio.to_thread(self._enforce_deadlines):
+                self._on_finished()
+            groups = await asyncio.to_thread(self._load)
+            results = await asyncio.gather(*(self._poll(backend, refs) for backend, refs in groups.items()))
+            updates = [u for batch in results for u in batch]
+            finished = await asyncio.to_thread(self._apply, updates) if updates else False
+            if finished:
+                self._on_finished()
 
     def _load(self) -> dict[Backend, list[RunRef]]:
         groups: dict[Backend, list[RunRef]] = defaultdict(list)
         with self.runtime.db.session() as session:
-            jobs = session.exec(
-                select(Job).where(col(Job.status).in_(_ACTIVE), col(Job.run_id).is_not(None))
-            ).all()
+            jobs = session.exec(select(Job).where(col(Job.status).in_(_ACTIVE), col(Job.run_id).is_not(None))).all()
         for job in jobs:
             try:
                 backend = self.runtime.backends.for_target(job.compute_target)
@@ -60,10 +66,15 @@ class Poller:
         await self._cancel(backend, [r for r in refs if r.cancel_requested])
         by_run = {r.run_id: r.job_id for r in refs}
         try:
-            updates = await asyncio.wait_for(asyncio.to_thread(backend.poll, refs), BACKEND_CALL_TIMEOUT)
+            with self.runtime.metrics.backend_call(backend.kind, "poll"):
+                updates = await asyncio.wait_for(asyncio.to_thread(backend.poll, refs), BACKEND_CALL_TIMEOUT)
         except (BackendError, TimeoutError) as exc:
-            log.warning("polling %d %s runs failed; will retry: %s", len(refs), backend.kind, exc)
+            message = f"{backend.kind} backend unreachable: {exc or type(exc).__name__}"
+            log.warning("polling %d %s runs failed; will retry: %s", len(refs), backend.kind, message)
+            self.runtime.backend_health[backend.kind] = message
+            await asyncio.to_thread(self._record_error, [r.job_id for r in refs], message)
             return []
+        self.runtime.backend_health.pop(backend.kind, None)
         return [(by_run[u.run_id], u) for u in updates if u.run_id in by_run]
 
     async def _cancel(self, backend: Backend, refs: list[RunRef]) -> None:
@@ -71,7 +82,8 @@ class Poller:
         for ref in refs:
             force = await asyncio.to_thread(self._past_grace, ref.job_id, grace)
             try:
-                await asyncio.wait_for(asyncio.to_thread(backend.cancel, ref, force=force), BACKEND_CALL_TIMEOUT)
+                with self.runtime.metrics.backend_call(backend.kind, "cancel"):
+                    await asyncio.wait_for(asyncio.to_thread(backend.cancel, ref, force=force), BACKEND_CALL_TIMEOUT)
             except (BackendError, TimeoutError) as exc:
                 log.warning("cancel of job %s failed; will retry: %s", ref.job_id, exc)
 
@@ -81,24 +93,39 @@ class Poller:
         asked = job.cancel_requested_at if job else None
         return asked is not None and (self._now() - asked).total_seconds() >= grace
 
+    def _enforce_deadlines(self) -> bool:
+        with self.runtime.db.write_session() as session:
+            changed = supervision.enforce_deadlines(session, settings=self.runtime.settings, now=self._now())
+            session.commit()
+        return bool(changed)
+
+    def _record_error(self, job_ids: list[str], message: str) -> None:
+        """Make a transient backend problem visible on the jobs it holds up."""
+        with self.runtime.db.write_session() as session:
+            for job in session.exec(select(Job).where(col(Job.id).in_(job_ids))).all():
+                job.last_error, job.backend_errors = message, job.backend_errors + 1
+                session.add(job)
+            session.commit()
+
     def _apply(self, updates: list[tuple[str, RunUpdate]]) -> bool:
         """Store the updates in one transaction; True when some job reached its end."""
         finished = False
+        now = self._now()
         with self.runtime.db.write_session() as session:
             for job_id, update in updates:
                 job = session.get(Job, job_id)
                 if job is None or JobStatus(job.status).is_terminal() or job.run_id != update.run_id:
                     continue
-                finished |= self._merge(job, update)
-                session.add(job)
                 session.add_all(
                     MetricPoint(job_id=job.id, name=m.name, value=m.value, step=m.step, timestamp=m.timestamp)
                     for m in update.metrics
                 )
+                finished |= self._merge(session, job, update, now)
+                session.add(job)
             session.commit()
         return finished
 
-    def _merge(self, job: Job, update: RunUpdate) -> bool:
+    def _merge(self, session: Session, job: Job, update: RunUpdate, now: datetime) -> bool:
         current = JobStatus(job.status)
         target = update.status
         if current is JobStatus.CANCELING and not target.is_terminal():
@@ -108,16 +135,24 @@ class Poller:
         except IllegalTransition as exc:
             log.warning("job %s: ignoring backend report: %s", job.id, exc)
             return False
-        changed = target is not current or update.backend_status != job.backend_status
+        changed = target is not current or update.backend_status != job.backend_status or bool(update.metrics)
+        if update.backend_status != job.backend_status:
+            job.backend_status_since = now
         job.status, job.backend_status = target.value, update.backend_status
         job.metrics_cursor = update.metrics_cursor
         if update.files is not None and list(update.files) != job.files:
             job.files, changed = list(update.files), True
         job.started_at = job.started_at or update.started_at
-        if target.is_terminal():
-            job.ended_at = update.ended_at or self._now()
-            job.exit_code, job.error = update.exit_code, update.error
-            log.info("job %s %s", job.id, target.value)
-        if changed or update.metrics:
-            job.updated_at = self._now()
-        return target.is_terminal()
+        if job.last_error is not None and not target.is_terminal() and current is not JobStatus.CANCELING:
+            job.last_error = None  # the backend answers again
+        if changed:
+            job.updated_at = now
+        if not target.is_terminal():
+            return False
+        job.exit_code, job.error = update.exit_code, update.error
+        final = supervision.settle(session, job, status=target, now=now)
+        job.status, job.updated_at = final.value, now
+        if final.is_terminal():
+            job.ended_at = update.ended_at or now
+        log.info("job %s %s", job.id, final.value)
+        return True

@@ -31,11 +31,18 @@ def register_model(session: Session, *, job: Job, runtime: Runtime, spec: ModelR
         latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.name == spec.model_name)).one()
         version = (latest or 0) + 1
         backend = runtime.backends.for_target(job.compute_target)
-        stored = backend.register_model(runtime.run_ref(job), model_name=spec.model_name, model_path=path, version=version,
-                                        tags=spec.tags)
+        stored = backend.register_model(
+            runtime.run_ref(job), model_name=spec.model_name, model_path=path, version=version, tags=spec.tags
+        )
         model = ModelVersion(
-            name=spec.model_name, version=version, job_id=job.id, run_id=job.run_id,
-            experiment=job.experiment, model_path=path, location=stored.location, tags=dict(spec.tags),
+            name=spec.model_name,
+            version=version,
+            job_id=job.id,
+            run_id=job.run_id,
+            experiment=job.experiment,
+            model_path=path,
+            location=stored.location,
+            tags=dict(spec.tags),
             metrics=artifacts.latest_metrics(session, job_id=job.id),
         )
         session.add(model)
@@ -45,19 +52,23 @@ def register_model(session: Session, *, job: Job, runtime: Runtime, spec: ModelR
 
 def list_models(session: Session, *, limit: int, cursor: str | None) -> tuple[list[ModelPublic], str | None]:
     """One entry per model name, with its latest version."""
-    stmt = select(
-        ModelVersion.name, func.max(ModelVersion.version), func.count(col(ModelVersion.id))
-    ).group_by(col(ModelVersion.name))
-    rows, next_cursor = keyset_page(session, stmt, [col(ModelVersion.name)], lambda r: [r[0]],
-                                    limit=limit, cursor=cursor)
+    stmt = select(ModelVersion.name, func.max(ModelVersion.version), func.count(col(ModelVersion.id))).group_by(
+        col(ModelVersion.name)
+    )
+    rows, next_cursor = keyset_page(
+        session, stmt, [col(ModelVersion.name)], lambda r: [r[0]], limit=limit, cursor=cursor
+    )
     return [ModelPublic(name=n, latest_version=v, versions=c) for n, v, c in rows], next_cursor
 
 
-def list_versions(session: Session, *, name: str, limit: int, cursor: str | None) -> tuple[list[ModelVersion], str | None]:
+def list_versions(
+    session: Session, *, name: str, limit: int, cursor: str | None
+) -> tuple[list[ModelVersion], str | None]:
     """Every version of a model, oldest first; an unknown model is a 404."""
     stmt = select(ModelVersion).where(ModelVersion.name == name)
-    versions, next_cursor = keyset_page(session, stmt, [col(ModelVersion.version)], lambda m: [m.version],
-                                        limit=limit, cursor=cursor)
+    versions, next_cursor = keyset_page(
+        session, stmt, [col(ModelVersion.version)], lambda m: [m.version], limit=limit, cursor=cursor
+    )
     if not versions and cursor is None:
         raise NotFound(f"model {name!r} does not exist")
     return versions, next_cursor

@@ -12,8 +12,10 @@ from service import catalog
 from service.backends.base import Arg, DatasetInput, EnvironmentSpec, RunRef, SubmitRequest
 from service.backends.registry import Backends
 from service.db import Database
+from service.observability import Metrics
 from service.rundir import RunDir
 from service.settings import Settings
+from service.supervision import run_key
 from service.tables import Job
 
 
@@ -22,20 +24,32 @@ class Runtime:
     settings: Settings
     db: Database
     backends: Backends
+    metrics: Metrics = field(default_factory=Metrics)
     # Set by the lifespan once the background loops exist.
     wake_dispatcher: Callable[[], None] = field(default=lambda: None)
     wake_poller: Callable[[], None] = field(default=lambda: None)
+    # Backend kind -> the last transient error, while it lasts; /readyz reports it.
+    backend_health: dict[str, str] = field(default_factory=dict)
 
-    def run_dir(self, job_id: str) -> RunDir:
-        return RunDir(self.settings.runs_dir / job_id)
+    def run_dir(self, job_id: str, attempt: int = 1) -> RunDir:
+        """The run folder of one attempt: `runs/<job_id>`, then `runs/<job_id>.<attempt>`."""
+        return RunDir(self.settings.runs_dir / (job_id if attempt == 1 else f"{job_id}.{attempt}"))
+
+    def job_dir(self, job: Job) -> RunDir:
+        """The run folder of the job's current attempt."""
+        return self.run_dir(job.id, job.attempt)
 
     def run_ref(self, job: Job) -> RunRef:
         """The poller's view of a submitted job's run."""
         if job.run_id is None:
             raise ValueError(f"job {job.id} has no run yet")
         return RunRef(
-            job_id=job.id, run_id=job.run_id, experiment=job.experiment, compute_target=job.compute_target,
-            run_dir=self.run_dir(job.id).root, metrics_cursor=job.metrics_cursor,
+            job_id=job.id,
+            run_id=job.run_id,
+            experiment=job.experiment,
+            compute_target=job.compute_target,
+            run_dir=self.job_dir(job).root,
+            metrics_cursor=job.metrics_cursor,
             cancel_requested=job.cancel_requested_at is not None,
         )
 
@@ -43,26 +57,35 @@ class Runtime:
         """What the backend is given to start `job`, with datasets and environment resolved."""
         env = catalog.get_environment(session, name=job.environment, version=job.environment_version)
         return SubmitRequest(
-            job_id=job.id,
+            # Each attempt is its own run, found again (after a crash) by this key.
+            job_id=run_key(job),
             experiment=job.experiment,
             source_dir=Path(self.settings.source_folders()[job.source]),
             script=job.script,
             arguments=tuple(self._resolve(session, arg) for arg in job.arguments),
             compute_target=job.compute_target,
             environment=EnvironmentSpec(
-                name=env.name, version=env.version, python_version=env.python_version,
-                pip_packages=tuple(env.pip_packages), conda_packages=tuple(env.conda_packages),
+                name=env.name,
+                version=env.version,
+                python_version=env.python_version,
+                pip_packages=tuple(env.pip_packages),
+                conda_packages=tuple(env.conda_packages),
             ),
             tags=dict(job.tags),
-            run_dir=self.run_dir(job.id).root,
+            run_dir=self.job_dir(job).root,
         )
 
     @staticmethod
     def _resolve(session: Session, arg: object) -> Arg:
         if isinstance(arg, dict):
             dataset = catalog.get_dataset(session, name=str(arg["dataset"]), version=int(arg["version"]))
-            return DatasetInput(name=dataset.name, version=dataset.version, mode=arg.get("mode", "mount"),
-                                path=dataset.path, uri=dataset.uri)
+            return DatasetInput(
+                name=dataset.name,
+                version=dataset.version,
+                mode=arg.get("mode", "mount"),
+                path=dataset.path,
+                uri=dataset.uri,
+            )
         if isinstance(arg, str | int | float | bool):
             return arg
         raise ValueError(f"unsupported stored argument {arg!r}")

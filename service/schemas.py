@@ -59,6 +59,22 @@ class JobCreate(Strict):
     environment: Name = "tutorial-env"
     environment_version: int | None = Field(default=None, ge=1)
     tags: Tags = Field(default_factory=dict)
+    max_retries: int = Field(default=0, ge=0, le=10, description="failed runs are resubmitted this many times")
+    max_run_duration_seconds: int | None = Field(
+        default=None, ge=1, le=2_592_000, description="the run is stopped and the job failed past this"
+    )
+
+
+class AttemptPublic(BaseModel):
+    """An earlier run of a retried job."""
+
+    attempt: int
+    run_id: str | None
+    status: JobStatus
+    error: str | None
+    exit_code: int | None
+    started_at: datetime | None
+    ended_at: datetime | None
 
 
 class JobPublic(BaseModel):
@@ -81,7 +97,14 @@ class JobPublic(BaseModel):
     submitted_at: datetime | None
     started_at: datetime | None
     ended_at: datetime | None
+    sweep_id: str | None = Field(default=None, description="the sweep this job is a child of")
     cancel_requested_at: datetime | None
+    max_retries: int
+    max_run_duration_seconds: int | None
+    attempt: int = Field(description="the current attempt, from 1")
+    attempts: list[AttemptPublic] = Field(default_factory=list, description="earlier attempts that failed")
+    last_error: str | None = Field(description="the latest transient problem, cleared when it passes")
+    backend_errors: int
 
 
 class Page(BaseModel, Generic[T]):
@@ -151,8 +174,12 @@ class ExperimentPublic(BaseModel):
 class EnvironmentCreate(Strict):
     name: Name
     python_version: Annotated[str, StringConstraints(pattern=r"^3\.\d{1,2}(\.\d{1,3})?$")] = "3.11"
-    pip_packages: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=255)]], Field(max_length=200)] = Field(default_factory=list)
-    conda_packages: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=255)]], Field(max_length=200)] = Field(default_factory=list)
+    pip_packages: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=255)]], Field(max_length=200)
+    ] = Field(default_factory=list)
+    conda_packages: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=255)]], Field(max_length=200)
+    ] = Field(default_factory=list)
 
 
 class EnvironmentPublic(BaseModel):
@@ -169,7 +196,9 @@ class DatasetCreate(Strict):
 
     name: Name
     path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
-    uri: Annotated[str, StringConstraints(pattern=r"^(https?|wasbs?|abfss?|adl|azureml)://.+", max_length=4096)] | None = None
+    uri: (
+        Annotated[str, StringConstraints(pattern=r"^(https?|wasbs?|abfss?|adl|azureml)://.+", max_length=4096)] | None
+    ) = None
     description: Annotated[str, StringConstraints(max_length=4096)] = ""
 
 

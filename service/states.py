@@ -34,9 +34,7 @@ class JobStatus(StrEnum):
 
 
 _TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
-_ACTIVE = frozenset(
-    {JobStatus.STARTING, JobStatus.RUNNING, JobStatus.FINALIZING, JobStatus.CANCELING}
-)
+_ACTIVE = frozenset({JobStatus.STARTING, JobStatus.RUNNING, JobStatus.FINALIZING, JobStatus.CANCELING})
 _PROGRESS = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.FINALIZING)
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({*_PROGRESS, JobStatus.CANCELING, *_TERMINAL}),

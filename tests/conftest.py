@@ -52,8 +52,7 @@ def tutorial_job(**overrides: Any) -> dict[str, Any]:
 
 def script_job(script: str, *args: Any, **overrides: Any) -> dict[str, Any]:
     """A job running one of tests/scripts/."""
-    body: dict[str, Any] = {"experiment": "tests", "source": "testscripts", "script": script,
-                            "arguments": list(args)}
+    body: dict[str, Any] = {"experiment": "tests", "source": "testscripts", "script": script, "arguments": list(args)}
     body.update(overrides)
     return body
 

@@ -22,8 +22,12 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", summary="Readiness: the database and each backend", response_model=Health,
-            responses={503: {"model": Health, "description": "the database cannot be reached"}})
+@router.get(
+    "/readyz",
+    summary="Readiness: the database and each backend",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "the database cannot be reached"}},
+)
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """503 when the database is down; a backend that is down only marks the service degraded."""
     checks: dict[str, str] = {}
@@ -32,6 +36,8 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     for backend in runtime.backends.unique():
         name = f"backend:{'/'.join(backend.targets())}"
         backends_ok &= await _check(backend.check, checks, name)
+        if backend.kind in runtime.backend_health and checks[name] == "ok":
+            checks[name], backends_ok = f"degraded: {runtime.backend_health[backend.kind]}", False
     state = "ok" if db_ok and backends_ok else "degraded" if db_ok else "unavailable"
     return JSONResponse(Health(status=state, checks=checks).model_dump(), status_code=200 if db_ok else 503)
 

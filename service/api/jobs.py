@@ -6,12 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import FileResponse
+from sqlmodel import Session
+from sse_starlette import EventSourceResponse
 
 from service import artifacts, jobs
+from service.api import log_stream
 from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep, WriteSessionDep
 from service.api.docs import ERRORS
 from service.errors import InvalidRequest
 from service.schemas import (
+    AttemptPublic,
     FilePublic,
     JobCreate,
     JobPublic,
@@ -21,7 +25,7 @@ from service.schemas import (
     Page,
 )
 from service.states import JobStatus
-from service.tables import Job
+from service.tables import Job, JobAttempt
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[
@@ -30,8 +34,15 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _public(job: Job) -> JobPublic:
-    return JobPublic.model_validate(job, from_attributes=True)
+def _public(job: Job, attempts: list[JobAttempt] | None = None) -> JobPublic:
+    public = JobPublic.model_validate(job, from_attributes=True)
+    public.attempts = [AttemptPublic.model_validate(a, from_attributes=True) for a in attempts or []]
+    return public
+
+
+def _with_attempts(session: Session, page: list[Job]) -> list[JobPublic]:
+    attempts = jobs.attempts_of(session, job_ids=[j.id for j in page if j.attempt > 1])
+    return [_public(j, attempts.get(j.id)) for j in page]
 
 
 @router.post(
@@ -49,6 +60,7 @@ def submit_job(
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
+        runtime.metrics.submits.labels(result.job.compute_target).inc()
         runtime.wake_dispatcher()
     return _public(result.job)
 
@@ -59,17 +71,18 @@ def list_jobs(
     experiment: Annotated[str | None, Query(max_length=255)] = None,
     status: JobStatus | None = None,
     tag: Annotated[str | None, Query(max_length=1280, description="key:value")] = None,
+    sweep_id: Annotated[str | None, Query(max_length=32, description="only this sweep's children")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[JobPublic]:
     items, next_cursor = jobs.list_jobs(session, experiment=experiment, status=status, tag=tag,
-                                        limit=limit, cursor=cursor)
-    return Page(items=[_public(j) for j in items], next_cursor=next_cursor)
+                                        limit=limit, cursor=cursor, sweep_id=sweep_id)
+    return Page(items=_with_attempts(session, items), next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", summary="Read a job", responses=ERRORS(404))
 def get_job(job_id: str, session: SessionDep) -> JobPublic:
-    return _public(jobs.get_job(session, job_id=job_id))
+    return _with_attempts(session, [jobs.get_job(session, job_id=job_id)])[0]
 
 
 @router.post(
@@ -102,15 +115,28 @@ def get_metric_history(
                 next_cursor=next_cursor)
 
 
-@router.get("/{job_id}/logs", summary="Read the run's log", responses=ERRORS(404, 422))
+@router.get(
+    "/{job_id}/logs", summary="Read the run's log, or follow it live (server-sent events)",
+    response_model=LogChunk, responses={200: {"content": log_stream.STREAM_DOC}, **ERRORS(404, 422)},
+)
 def get_logs(
     job_id: str, session: SessionDep, runtime: RuntimeDep,
     offset: Annotated[int, Query(ge=0, description="byte offset")] = 0,
     limit: Annotated[int, Query(ge=1, le=1_048_576, description="bytes")] = 65_536,
-) -> LogChunk:
+    follow: Annotated[bool, Query(description="stream `log` events until an `end` event with the status")] = False,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32,
+                                                description="with follow: resume after this byte offset")] = None,
+) -> LogChunk | EventSourceResponse:
+    """JSON chunks by byte offset. With `follow=true` the answer is a `text/event-stream`: `log` events
+    (`id` = the byte offset after the text: send it back as `Last-Event-ID` to resume), comment
+    heartbeats, and one final `end` event whose data has the job's final status."""
     job = jobs.get_job(session, job_id=job_id)
+    if follow:
+        start = log_stream.resume_offset(offset, last_event_id)
+        session.close()  # the stream reads with short sessions of its own; don't pin a connection for hours
+        return log_stream.follow(runtime, job.id, offset=start)
     limit = min(limit, runtime.settings.max_log_read_bytes)
-    return artifacts.read_log(job, runtime.run_dir(job.id), offset=offset, limit=limit)
+    return artifacts.read_log(job, runtime.job_dir(job), offset=offset, limit=limit)
 
 
 @router.get("/{job_id}/files", summary="List the run's files", responses=ERRORS(404, 422))
@@ -118,7 +144,7 @@ def list_files(
     job_id: str, session: SessionDep, runtime: RuntimeDep, limit: Limit = 500, cursor: Cursor = None
 ) -> Page[FilePublic]:
     job = jobs.get_job(session, job_id=job_id)
-    items, next_cursor = artifacts.list_files(job, runtime.run_dir(job.id), limit=limit, cursor=cursor)
+    items, next_cursor = artifacts.list_files(job, runtime.job_dir(job), limit=limit, cursor=cursor)
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -132,6 +158,6 @@ def download_file(job_id: str, path: str, session: SessionDep, runtime: RuntimeD
     backend = runtime.backends.for_target(job.compute_target)
     local = backend.fetch_file(runtime.run_ref(job), clean)
     # The backend's copy must still be inside the run folder once symlinks are resolved.
-    if not local.resolve().is_relative_to(runtime.run_dir(job.id).root.resolve()) or not local.is_file():
+    if not local.resolve().is_relative_to(runtime.job_dir(job).root.resolve()) or not local.is_file():
         raise InvalidRequest(f"file {clean!r} is not a regular file inside the run folder")
     return FileResponse(local, filename=local.name, media_type="application/octet-stream")

@@ -18,8 +18,10 @@ def _public(model: ModelVersion) -> ModelVersionPublic:
 
 
 @router.post(
-    "/v1/jobs/{job_id}/models", status_code=status.HTTP_201_CREATED,
-    summary="Register a model from a job's outputs", responses=ERRORS(404, 409, 422),
+    "/v1/jobs/{job_id}/models",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a model from a job's outputs",
+    responses=ERRORS(404, 409, 422),
 )
 def register_model(
     job_id: str, spec: ModelRegister, response: Response, session: WriteSessionDep, runtime: RuntimeDep
@@ -38,13 +40,16 @@ def list_models(session: SessionDep, limit: Limit = 100, cursor: Cursor = None) 
 
 
 @router.get("/v1/models/{name}/versions", summary="List a model's versions", responses=ERRORS(404))
-def list_versions(name: str, session: SessionDep, limit: Limit = 100, cursor: Cursor = None) -> Page[ModelVersionPublic]:
+def list_versions(
+    name: str, session: SessionDep, limit: Limit = 100, cursor: Cursor = None
+) -> Page[ModelVersionPublic]:
     items, next_cursor = registry.list_versions(session, name=name, limit=limit, cursor=cursor)
     return Page(items=[_public(m) for m in items], next_cursor=next_cursor)
 
 
 @router.get(
-    "/v1/models/{name}/versions/{version}", summary="Read a model version (a number or `latest`)",
+    "/v1/models/{name}/versions/{version}",
+    summary="Read a model version (a number or `latest`)",
     responses=ERRORS(404, 422),
 )
 def get_version(name: str, version: str, session: SessionDep) -> ModelVersionPublic:

@@ -25,8 +25,13 @@ from service.tables import Job
 router = APIRouter(prefix="/v1")
 
 
-@router.post("/experiments", status_code=status.HTTP_201_CREATED, tags=["experiments"],
-             summary="Create an experiment", responses=ERRORS(409, 422))
+@router.post(
+    "/experiments",
+    status_code=status.HTTP_201_CREATED,
+    tags=["experiments"],
+    summary="Create an experiment",
+    responses=ERRORS(409, 422),
+)
 def create_experiment(spec: ExperimentCreate, session: WriteSessionDep) -> ExperimentPublic:
     return ExperimentPublic.model_validate(catalog.create_experiment(session, name=spec.name), from_attributes=True)
 
@@ -34,11 +39,18 @@ def create_experiment(spec: ExperimentCreate, session: WriteSessionDep) -> Exper
 @router.get("/experiments", tags=["experiments"], summary="List experiments")
 def list_experiments(session: SessionDep, limit: Limit = 100, cursor: Cursor = None) -> Page[ExperimentPublic]:
     items, next_cursor = catalog.list_experiments(session, limit=limit, cursor=cursor)
-    return Page(items=[ExperimentPublic.model_validate(e, from_attributes=True) for e in items], next_cursor=next_cursor)
+    return Page(
+        items=[ExperimentPublic.model_validate(e, from_attributes=True) for e in items], next_cursor=next_cursor
+    )
 
 
-@router.post("/environments", status_code=status.HTTP_201_CREATED, tags=["environments"],
-             summary="Register an environment version", responses=ERRORS(422))
+@router.post(
+    "/environments",
+    status_code=status.HTTP_201_CREATED,
+    tags=["environments"],
+    summary="Register an environment version",
+    responses=ERRORS(422),
+)
 def create_environment(spec: EnvironmentCreate, session: WriteSessionDep) -> EnvironmentPublic:
     env = catalog.create_environment(session, spec=spec)
     return EnvironmentPublic.model_validate(env, from_attributes=True)
@@ -47,12 +59,18 @@ def create_environment(spec: EnvironmentCreate, session: WriteSessionDep) -> Env
 @router.get("/environments", tags=["environments"], summary="List environment versions")
 def list_environments(session: SessionDep, limit: Limit = 100, cursor: Cursor = None) -> Page[EnvironmentPublic]:
     items, next_cursor = catalog.list_environments(session, limit=limit, cursor=cursor)
-    return Page(items=[EnvironmentPublic.model_validate(e, from_attributes=True) for e in items],
-                next_cursor=next_cursor)
+    return Page(
+        items=[EnvironmentPublic.model_validate(e, from_attributes=True) for e in items], next_cursor=next_cursor
+    )
 
 
-@router.post("/datasets", status_code=status.HTTP_201_CREATED, tags=["datasets"],
-             summary="Register a dataset version", responses=ERRORS(422))
+@router.post(
+    "/datasets",
+    status_code=status.HTTP_201_CREATED,
+    tags=["datasets"],
+    summary="Register a dataset version",
+    responses=ERRORS(422),
+)
 def create_dataset(spec: DatasetCreate, session: WriteSessionDep, settings: SettingsDep) -> DatasetPublic:
     dataset = catalog.create_dataset(session, spec=spec, settings=settings)
     return DatasetPublic.model_validate(dataset, from_attributes=True)

@@ -84,9 +84,17 @@ class LocalBackend:
         for inherited in ("AZUREML_RUN_ID",):
             env.pop(inherited, None)
         command = [
-            self.python, "-m", "service.backends.local_runner",
-            "--state-dir", str(rundir.state), "--log", str(rundir.log),
-            "--", self.python, str(script), *(_argv(arg) for arg in request.arguments),
+            self.python,
+            "-m",
+            "service.backends.local_runner",
+            "--state-dir",
+            str(rundir.state),
+            "--log",
+            str(rundir.log),
+            "--",
+            self.python,
+            str(script),
+            *(_argv(arg) for arg in request.arguments),
         ]
         try:
             child = subprocess.Popen(  # noqa: S603 - argv list, never a shell
@@ -144,33 +152,82 @@ class LocalBackend:
         files = tuple(rundir.list_files())
         if exit_info is None:
             status = JobStatus.RUNNING if runner else JobStatus.STARTING
-            return RunUpdate(run.run_id, "Running" if runner else "Starting", status, metrics, cursor,
-                             files, started_at=started)
+            return RunUpdate(
+                run.run_id, "Running" if runner else "Starting", status, metrics, cursor, files, started_at=started
+            )
         code = int(exit_info["exit_code"])
         ended = _parse_time(exit_info.get("ended_at")) or utcnow()
         if code == 0:
-            return RunUpdate(run.run_id, "Completed", JobStatus.COMPLETED, metrics, cursor, files,
-                             exit_code=0, started_at=started, ended_at=ended)
+            return RunUpdate(
+                run.run_id,
+                "Completed",
+                JobStatus.COMPLETED,
+                metrics,
+                cursor,
+                files,
+                exit_code=0,
+                started_at=started,
+                ended_at=ended,
+            )
         if run.cancel_requested:
-            return RunUpdate(run.run_id, "Canceled", JobStatus.CANCELED, metrics, cursor, files,
-                             exit_code=code, error="canceled on request", started_at=started,
-                             ended_at=ended)
-        return RunUpdate(run.run_id, "Failed", JobStatus.FAILED, metrics, cursor, files,
-                         exit_code=code, error=_failure(code, rundir), started_at=started,
-                         ended_at=ended)
+            return RunUpdate(
+                run.run_id,
+                "Canceled",
+                JobStatus.CANCELED,
+                metrics,
+                cursor,
+                files,
+                exit_code=code,
+                error="canceled on request",
+                started_at=started,
+                ended_at=ended,
+            )
+        return RunUpdate(
+            run.run_id,
+            "Failed",
+            JobStatus.FAILED,
+            metrics,
+            cursor,
+            files,
+            exit_code=code,
+            error=_failure(code, rundir),
+            started_at=started,
+            ended_at=ended,
+        )
 
     def _vanished(
-        self, run: RunRef, rundir: RunDir, metrics: tuple[MetricSample, ...], cursor: int,
+        self,
+        run: RunRef,
+        rundir: RunDir,
+        metrics: tuple[MetricSample, ...],
+        cursor: int,
         started: datetime | None,
     ) -> RunUpdate:
         files = tuple(rundir.list_files())
         if run.cancel_requested:
-            return RunUpdate(run.run_id, "Canceled", JobStatus.CANCELED, metrics, cursor, files,
-                             error="canceled on request (process killed)", started_at=started,
-                             ended_at=utcnow())
+            return RunUpdate(
+                run.run_id,
+                "Canceled",
+                JobStatus.CANCELED,
+                metrics,
+                cursor,
+                files,
+                error="canceled on request (process killed)",
+                started_at=started,
+                ended_at=utcnow(),
+            )
         error = "the run's process ended without recording an exit code" + _tail(rundir)
-        return RunUpdate(run.run_id, "Failed", JobStatus.FAILED, metrics, cursor, files,
-                         error=error, started_at=started, ended_at=utcnow())
+        return RunUpdate(
+            run.run_id,
+            "Failed",
+            JobStatus.FAILED,
+            metrics,
+            cursor,
+            files,
+            error=error,
+            started_at=started,
+            ended_at=utcnow(),
+        )
 
     def cancel(self, run: RunRef, *, force: bool) -> None:
         state = RunDir(run.run_dir).state
@@ -184,7 +241,13 @@ class LocalBackend:
         return RunDir(run.run_dir).resolve(path)
 
     def register_model(
-        self, run: RunRef, *, model_name: str, model_path: str, version: int, tags: Mapping[str, str]  # noqa: ARG002
+        self,
+        run: RunRef,
+        *,
+        model_name: str,
+        model_path: str,
+        version: int,
+        tags: Mapping[str, str],  # noqa: ARG002
     ) -> RegisteredModel:
         source = RunDir(run.run_dir).resolve(model_path)
         target = self.models_dir / model_name / str(version)

@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         write_json(
             args.state_dir / "runner.json",
-            {"pid": os.getpid(), "pgid": os.getpgid(0), "child_pid": child.pid,
-             "started_at": datetime.now(UTC).isoformat()},
+            {
+                "pid": os.getpid(),
+                "pgid": os.getpgid(0),
+                "child_pid": child.pid,
+                "started_at": datetime.now(UTC).isoformat(),
+            },
         )
         code = child.wait()
     write_json(

@@ -176,7 +176,7 @@ def test_logs_offsets_and_metric_history(client: TestClient) -> None:
     assert_problem(client.get(f"/v1/jobs/{job_id}/metrics/nope/history"), 404)
 
 
-def test_resource_registration(client: TestClient, tmp_path: Any) -> None:
+def test_resource_registration(client: TestClient) -> None:
     assert client.post("/v1/experiments", json={"name": "vision"}).status_code == 201
     assert_problem(client.post("/v1/experiments", json={"name": "vision"}), 409)
     env = client.post("/v1/environments", json={"name": "tutorial-env", "pip_packages": ["scikit-learn"]})
