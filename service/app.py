@@ -11,8 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import catalog, migrate
 from service.api import docs_assets, health, jobs, models, problems, resources, telemetry
+from service.api import sweeps as sweep_routes
 from service.auth import ApiKeys, is_loopback, require_api_key
-from service.backends.base import Backend
+from service.backends.base import Backend, BackgroundWork
 from service.backends.local import LocalBackend
 from service.backends.registry import Backends
 from service.db import Database
@@ -22,6 +23,7 @@ from service.observability import Metrics, RequestObservability
 from service.poller import Poller
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
+from service.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,14 @@ V1_ROUTERS = (jobs.router, models.router, resources.router)
 
 
 def default_backends(settings: Settings) -> list[Backend]:
-    """The local target, always."""
-    return [LocalBackend(max_concurrent=settings.local_max_concurrent, models_dir=settings.models_dir)]
+    """The local target, always; the Azure ML clusters when a workspace is configured."""
+    found: list[Backend] = [LocalBackend(max_concurrent=settings.local_max_concurrent, models_dir=settings.models_dir)]
+    if settings.azureml_configured:
+        # Imported only here: without a workspace the service never loads azureml (~0.5 s, ~86 MB).
+        from service.backends.azureml import AzureMLBackend
+
+        found.append(AzureMLBackend(settings))
+    return found
 
 
 def create_app(settings: Settings | None = None, *, backends: BackendFactory = default_backends) -> FastAPI:
@@ -55,21 +63,35 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
         runtime = Runtime(settings=cfg, db=db, backends=Backends(backends(cfg)), metrics=metrics)
         metrics.watch_jobs(db)
         dispatcher = Dispatcher(runtime)
-        poller = Poller(runtime, on_finished=dispatcher.loop.wake)
+        sweeper = Sweeper(runtime, on_launched=dispatcher.loop.wake, on_canceled=lambda: runtime.wake_poller())
+
+        def job_finished() -> None:  # a job that ends may free a slot in its sweep, too
+            dispatcher.loop.wake()
+            sweeper.loop.wake()
+
+        poller = Poller(runtime, on_finished=job_finished)
+        runtime.wake_sweeper = sweeper.loop.wake
         dispatcher._on_submitted = poller.loop.wake
         runtime.wake_dispatcher, runtime.wake_poller = dispatcher.loop.wake, poller.loop.wake
         for backend in runtime.backends.unique():
             if isinstance(backend, LocalBackend):
                 backend.set_exit_listener(poller.loop.wake)
+            if isinstance(backend, BackgroundWork):
+                backend.start()
         app.state.runtime = runtime
         dispatcher.loop.start()
         poller.loop.start()
+        sweeper.loop.start()
         log.info("runyard ready: data in %s, targets %s", cfg.data_dir, runtime.backends.targets())
         try:
             yield
         finally:
+            await sweeper.loop.stop()
             await dispatcher.loop.stop()
             await poller.loop.stop()
+            for backend in runtime.backends.unique():
+                if isinstance(backend, BackgroundWork):
+                    backend.stop()
             metrics.unwatch_jobs()
             db.dispose()
 
@@ -89,6 +111,7 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
         app.include_router(router, dependencies=[Depends(require_api_key)])
     for router in (health.router, telemetry.router):
         app.include_router(router)
+    app.include_router(sweep_routes.router)
     docs_assets.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_body_bytes)
     app.add_middleware(RequestObservability, metrics=metrics)  # outermost: even a 413 gets a request id

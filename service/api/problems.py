@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.errors import RunyardError
+from service.errors import BackendError, RunyardError
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -37,6 +37,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RunyardError)
     async def _domain(request: Request, exc: RunyardError) -> JSONResponse:
         return problem(exc.status_code, exc.title, exc.detail, request, **exc.extra)
+
+    @app.exception_handler(BackendError)
+    async def _backend(request: Request, exc: BackendError) -> JSONResponse:
+        # A request that needed the backend itself (a file download, a model registration).
+        if exc.transient:
+            return problem(503, "Backend unavailable", exc.message, request)
+        return problem(502, "Backend error", exc.message, request)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from service.states import JobStatus
 
@@ -152,4 +152,17 @@ class Backend(Protocol):
 
     def check(self) -> None:
         """Raise `BackendError` when the backend cannot be reached."""
+        ...
+
+
+@runtime_checkable
+class BackgroundWork(Protocol):
+    """Optional for a backend: work of its own that starts and stops with the service."""
+
+    def start(self) -> None:
+        """Begin, without blocking (e.g. connect and attach compute in a thread)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop what `start` began."""
         ...

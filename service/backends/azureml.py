@@ -1,0 +1,345 @@
+"""Azure ML compute targets: each run is an azureml-core `ScriptRun` in the workspace.
+
+The SDK itself is reached only through `azureml_sdk` (imports) and `azureml_workspace`
+(connection, compute, environments, datasets); this module maps the `Backend` protocol
+onto runs: submit, find by tag, poll in batches, cancel, files, model registration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+from service.backends.azureml_progress import (
+    append_new_log_text,
+    failure_reason,
+    flatten_metrics,
+    new_samples,
+    parse_time,
+)
+from service.backends.azureml_sdk import AzureNotFound, AzureSdk, load_sdk
+from service.backends.azureml_workspace import AzureWorkspace
+from service.backends.base import ComputeInfo, DatasetInput, RegisteredModel, RunRef, RunUpdate, SubmitRequest
+from service.errors import BackendError
+from service.rundir import LOG_NAME, RunDir
+from service.settings import Settings
+from service.states import JobStatus, from_azure
+from service.tables import utcnow
+
+log = logging.getLogger(__name__)
+
+JOB_TAG = "runyard_job_id"
+# Where a run's script output is: the current runtime first, then the legacy one.
+REMOTE_LOGS = (LOG_NAME, "azureml-logs/70_driver_log.txt")
+# Statuses before the script runs: there is no log or metric to read yet.
+BEFORE_SCRIPT = frozenset({"NotStarted", "Unapproved", "Queued", "Preparing", "Provisioning", "Starting"})
+# One page of `runs:query` is 500 runs, newest first; runs older than that are read one by one.
+LIST_SCAN_LIMIT = 500
+RECENT_RUNS = 50
+# The poller waits 120 s for a poll; stop starting detail reads well before that.
+POLL_DEADLINE_SECONDS = 90.0
+COMPUTE_RETRY_SECONDS = 30.0
+NO_DETAILS = 3  # the priority of a run that needs only its status this cycle
+FINAL_MARK = "azureml_final"
+
+
+@dataclass
+class _Seen:
+    status: str
+    read_at: float
+
+
+class AzureMLBackend:
+    """Runs jobs on the Azure ML clusters declared in settings."""
+
+    kind: Literal["local", "amlcompute"] = "amlcompute"
+
+    def __init__(
+        self, settings: Settings, *, sdk: AzureSdk | Callable[[], AzureSdk] = load_sdk,
+        clock: Callable[[], float] = time.monotonic, now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.workspace = AzureWorkspace(settings, sdk=sdk, clock=clock)
+        self._clock, self._now = clock, now
+        self._seen: dict[str, _Seen] = {}
+        self._cancels: dict[str, bool] = {}  # run id -> whether a forced cancel was sent
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and attach (or create) the clusters in the background; never blocks startup."""
+        threading.Thread(target=self._attach_compute, name="azureml-compute", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop retrying the compute attachment."""
+        self._stop.set()
+
+    def _attach_compute(self) -> None:
+        while not self._stop.is_set():
+            if self.workspace.ensure_compute():
+                return
+            self._stop.wait(COMPUTE_RETRY_SECONDS)
+
+    # -- the Backend protocol ------------------------------------------------------
+
+    def targets(self) -> Sequence[str]:
+        return list(self.workspace.compute)
+
+    def capacity(self, target: str) -> int | None:  # noqa: ARG002 - Azure queues runs itself
+        return None
+
+    def submit(self, request: SubmitRequest) -> str:
+        """A real ScriptRunConfig sent with `Experiment.submit`, tagged with the job id."""
+        if not (request.source_dir / request.script).is_file():
+            raise BackendError(f"script {request.script!r} not found in its source", transient=False)
+        ws = self.workspace
+        experiment = ws.experiment(request.experiment)
+        environment = ws.environment(request.environment)
+        arguments = [ws.dataset_input(a) if isinstance(a, DatasetInput) else str(a) for a in request.arguments]
+        config = ws.sdk.ScriptRunConfig(
+            source_directory=str(request.source_dir), script=request.script, arguments=arguments,
+            compute_target=request.compute_target, environment=environment,
+        )
+        tags = {**request.tags, JOB_TAG: request.job_id}
+        # The run id names the job too: submit creates the run before it writes the tags.
+        run_id = f"{_run_id_prefix(request.experiment, request.job_id)}{secrets.token_hex(4)}"
+        run = ws.call("submit the run", experiment.submit, config, tags=tags, run_id=run_id)
+        return str(run.id)
+
+    def find_run(self, job_id: str, experiment: str, run_dir: Path) -> str | None:  # noqa: ARG002
+        """The job's run by its tag, else (a crash inside submit) by its id among recent runs."""
+        exp = self.workspace.experiment(experiment)
+        tagged: list[str] = self.workspace.call(
+            "find the job's run by tag", lambda: [str(r.id) for r in islice(exp.get_runs(tags={JOB_TAG: job_id}), 1)]
+        )
+        if tagged:
+            return tagged[0]
+        prefix = _run_id_prefix(experiment, job_id)
+
+        def by_id() -> str | None:
+            return next((str(r.id) for r in islice(exp.get_runs(), RECENT_RUNS) if str(r.id).startswith(prefix)), None)
+
+        found: str | None = self.workspace.call("find the job's run by id", by_id)
+        return found
+
+    def poll(self, runs: Sequence[RunRef]) -> list[RunUpdate]:
+        """One run listing per experiment; metrics, log and files only for runs that need them."""
+        if not self._poll_lock.acquire(blocking=False):
+            return []  # the previous poll is still running (the poller gave up waiting on it)
+        try:
+            return self._poll(runs)
+        finally:
+            self._poll_lock.release()
+
+    def _poll(self, runs: Sequence[RunRef]) -> list[RunUpdate]:
+        deadline = self._clock() + POLL_DEADLINE_SECONDS
+        by_experiment: dict[str, list[RunRef]] = defaultdict(list)
+        for ref in runs:
+            by_experiment[ref.experiment].append(ref)
+        observed: list[tuple[RunRef, Any]] = []
+        for name, refs in by_experiment.items():
+            try:
+                observed.extend(self._observe(name, refs))
+            except BackendError as exc:
+                log.warning("reading the runs of experiment %s failed; will retry: %s", name, exc.message)
+        updates = self._reconcile(observed, deadline)
+        active = {r.run_id for r in runs}
+        self._seen = {k: v for k, v in self._seen.items() if k in active}
+        self._cancels = {k: v for k, v in self._cancels.items() if k in active}
+        return updates
+
+    def _observe(self, name: str, refs: list[RunRef]) -> list[tuple[RunRef, Any]]:
+        """Each ref with its Run (status as listed), or None when Azure says it does not exist."""
+        ws = self.workspace
+        experiment = ws.experiment(name)
+        wanted = {r.run_id for r in refs}
+
+        def scan() -> dict[str, Any]:
+            found: dict[str, Any] = {}
+            for run in islice(experiment.get_runs(), LIST_SCAN_LIMIT):
+                if run.id in wanted:
+                    found[run.id] = run
+                    if len(found) == len(wanted):
+                        break  # the generator fetches no further page
+            return found
+
+        listed = ws.call(f"list the runs of {name}", scan)
+        observed: list[tuple[RunRef, Any]] = []
+        for ref in refs:
+            run = listed.get(ref.run_id)
+            if run is None:
+                try:
+                    run = ws.call("read a run", ws.sdk.Run, experiment, ref.run_id, clean_up=False)
+                except AzureNotFound:
+                    run = None
+                except BackendError as exc:
+                    log.warning("reading run %s failed; will retry: %s", ref.run_id, exc.message)
+                    continue
+            observed.append((ref, run))
+        return observed
+
+    def _reconcile(self, observed: list[tuple[RunRef, Any]], deadline: float) -> list[RunUpdate]:
+        """Read details for the runs that need them most, within the per-cycle budget."""
+        now = self._clock()
+        plan: list[tuple[int, float, RunRef, Any, str]] = []
+        updates: list[RunUpdate] = []
+        for ref, run in observed:
+            if run is None:
+                updates.append(_vanished(ref))
+                continue
+            status = str(run.status)
+            seen = self._seen.get(ref.run_id)
+            priority = self._priority(status, seen, now)
+            plan.append((priority, seen.read_at if seen else float("-inf"), ref, run, status))
+        plan.sort(key=lambda p: (p[0], p[1]))
+        budget = self.settings.azureml_poll_detail_budget
+        for priority, _, ref, run, status in plan:
+            mapped = from_azure(status)
+            update: RunUpdate | None = None
+            if priority < NO_DETAILS and budget > 0 and self._clock() < deadline:
+                budget -= 1
+                update = self._read(ref, run, status, mapped)
+            if update is None and mapped.is_terminal():
+                continue  # reported once its final metrics, log and files are in
+            updates.append(update or self._status_only(ref, status, mapped))
+        return updates
+
+    def _priority(self, status: str, seen: _Seen | None, now: float) -> int:
+        if from_azure(status).is_terminal():
+            return 0
+        if status in BEFORE_SCRIPT:
+            return NO_DETAILS
+        if seen is None or seen.status != status:
+            return 1
+        if now - seen.read_at >= self.settings.azureml_detail_refresh_seconds:
+            return 2
+        return NO_DETAILS
+
+    def _read(self, ref: RunRef, run: Any, status: str, mapped: JobStatus) -> RunUpdate | None:
+        """Files, new metrics, new log text (and on the end, the details): 3 calls, 4 at the end."""
+        ws = self.workspace
+        try:
+            files = tuple(str(f) for f in ws.call("list the run's files", run.get_file_names))
+            raw = ws.call("read the run's metrics", run.get_metrics)
+            metrics, cursor = new_samples(ref.run_dir, ref.metrics_cursor, flatten_metrics(raw), self._now())
+            self._sync_log(ref, run, files)
+            details: Mapping[str, Any] = {}
+            if mapped.is_terminal():
+                details = ws.call("read the run's details", run.get_details)
+        except BackendError as exc:
+            log.warning("reading run %s failed; will retry: %s", ref.run_id, exc.message)
+            return None
+        self._seen[ref.run_id] = _Seen(status, self._clock())
+        started = parse_time(details.get("startTimeUtc")) or self._started(mapped)
+        if not mapped.is_terminal():
+            return RunUpdate(ref.run_id, status, mapped, metrics, cursor, files, started_at=started)
+        (RunDir(ref.run_dir).state / FINAL_MARK).touch()
+        return RunUpdate(ref.run_id, status, mapped, metrics, cursor, files, error=_reason(ref, mapped, details),
+                         started_at=started, ended_at=parse_time(details.get("endTimeUtc")) or self._now())
+
+    def _status_only(self, ref: RunRef, status: str, mapped: JobStatus) -> RunUpdate:
+        return RunUpdate(ref.run_id, status, mapped, metrics_cursor=ref.metrics_cursor,
+                         started_at=self._started(mapped))
+
+    def _started(self, mapped: JobStatus) -> datetime | None:
+        return self._now() if mapped in (JobStatus.RUNNING, JobStatus.FINALIZING) else None
+
+    def _sync_log(self, ref: RunRef, run: Any, files: tuple[str, ...]) -> None:
+        """Bring the local log (read by the logs endpoint) up to the run's."""
+        name = next((n for n in REMOTE_LOGS if n in files), None)
+        if name is None:
+            return
+        state = RunDir(ref.run_dir).state
+        state.mkdir(parents=True, exist_ok=True)
+        part = state / "azureml_log.part"
+        self.workspace.call("download the run's log", run.download_file, name, output_file_path=str(part))
+        append_new_log_text(ref.run_dir, part)
+        part.unlink(missing_ok=True)
+
+    def cancel(self, run: RunRef, *, force: bool) -> None:
+        """`run.cancel()`, once (and once more when forced: Azure has no harder cancel)."""
+        sent = self._cancels.get(run.run_id)
+        if sent is not None and (sent or not force):
+            return
+        handle = self._attach(run, "cancel the run")
+        self.workspace.call(f"cancel run {run.run_id}", handle.cancel)
+        self._cancels[run.run_id] = force
+
+    def fetch_file(self, run: RunRef, path: str) -> Path:
+        """Download one of the run's files into its run folder (the log is kept there already)."""
+        rundir = RunDir(run.run_dir)
+        local = rundir.resolve(path)
+        if local.is_file() and (path == LOG_NAME or (rundir.state / FINAL_MARK).exists()):
+            return local  # a finished run's files no longer change
+        handle = self._attach(run, "download a file")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        part = local.with_name(f".{local.name}.part")
+        self.workspace.call(f"download {path}", handle.download_file, path, output_file_path=str(part))
+        os.replace(part, local)
+        return local
+
+    def register_model(
+        self, run: RunRef, *, model_name: str, model_path: str, version: int, tags: Mapping[str, str]
+    ) -> RegisteredModel:
+        """`run.register_model`; the Azure model id (`name:azure_version`) is the location."""
+        handle = self._attach(run, "register a model")
+        azure_tags = {**tags, JOB_TAG: run.job_id, "runyard_version": str(version)}
+        model = self.workspace.call(f"register model {model_name}", handle.register_model,
+                                    model_name=model_name, model_path=model_path, tags=azure_tags)
+        return RegisteredModel(location=str(model.id), files=(model_path,))
+
+    def describe(self) -> list[ComputeInfo]:
+        infos = []
+        for state in self.workspace.compute.values():
+            self.workspace.refresh_compute(state)
+            spec = state.spec
+            infos.append(ComputeInfo(
+                name=spec.name, kind="amlcompute", state=state.state, vm_size=spec.vm_size,
+                min_nodes=spec.min_nodes, max_nodes=spec.max_nodes, current_nodes=state.current_nodes,
+                error=state.error,
+            ))
+        return infos
+
+    def check(self) -> None:
+        """One cheap workspace read; authentication failures surface here."""
+        ws = self.workspace.workspace()
+        self.workspace.call("reach the workspace", ws.get_details, timeout=min(self.workspace.timeout, 4.0))
+
+    def _attach(self, run: RunRef, what: str) -> Any:
+        """A Run handle without the SDK's leak: `clean_up=False` (facts §6.7)."""
+        experiment = self.workspace.experiment(run.experiment)
+        return self.workspace.call(f"{what}: attach to run {run.run_id}", self.workspace.sdk.Run, experiment,
+                                   run.run_id, clean_up=False)
+
+
+
+def _run_id_prefix(experiment: str, run_key: str) -> str:
+    """Run ids keep to [A-Za-z0-9_-]: an attempt key `ID.2` becomes `ID-2`."""
+    return f"{experiment[:100]}_{re.sub(r'[^A-Za-z0-9_-]', '-', run_key)}_"
+
+
+def _vanished(ref: RunRef) -> RunUpdate:
+    status = JobStatus.CANCELED if ref.cancel_requested else JobStatus.FAILED
+    return RunUpdate(ref.run_id, "NotFound", status, metrics_cursor=ref.metrics_cursor,
+                     error=f"the Azure ML run {ref.run_id} no longer exists in the workspace", ended_at=utcnow())
+
+
+def _reason(ref: RunRef, mapped: JobStatus, details: Mapping[str, Any]) -> str | None:
+    if mapped is JobStatus.FAILED:
+        return failure_reason(details)
+    if mapped is JobStatus.CANCELED:
+        return "canceled on request" if ref.cancel_requested else "the Azure ML run was canceled outside runyard"
+    return None

@@ -1,0 +1,1 @@
+"""Fakes of external systems, implementing their real interfaces."""

@@ -1,0 +1,648 @@
+"""A stubbed Azure ML workspace: fakes of exactly the azureml-core surface runyard uses.
+
+`FakeAzure().sdk()` is an `AzureSdk` whose Workspace, Experiment, Run, ComputeTarget,
+AmlCompute, Environment and Dataset are fakes with azureml-core's own signatures (checked by
+tests/unit/test_azureml_contract.py), while ScriptRunConfig, CondaDependencies,
+DatasetConsumptionConfig, the auth classes and the exceptions are the real ones. So the
+fake `Experiment.submit` receives the real `ScriptRunConfig` Azure would be sent.
+
+Runs move through Azure's status strings on a `FakeClock` the test advances; they log
+metrics in `get_metrics` shapes; any call can be told to fail (before or after it acts),
+to hang, or to raise the SDK's own exception types; every call is counted.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+from azureml._restclient import models as rest_models
+from azureml._restclient.models.error_response import ErrorResponseException
+from azureml.core import Environment as RealEnvironment
+from azureml.core import ScriptRunConfig
+from azureml.core.authentication import MsiAuthentication, ServicePrincipalAuthentication
+from azureml.core.compute import AmlCompute as RealAmlCompute
+from azureml.core.compute.amlcompute import AmlComputeProvisioningConfiguration, AmlComputeStatus
+from azureml.core.conda_dependencies import CondaDependencies
+from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
+from azureml.exceptions import (
+    ComputeTargetException,
+    ExperimentExecutionException,
+    ModelPathNotFoundException,
+    ServiceException,
+    UserErrorException,
+)
+from msrest import Deserializer
+
+from service.backends.azureml_sdk import AzureSdk
+
+EPOCH = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+LOG_FILE = "user_logs/std_log.txt"
+TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
+CANCEL_SECONDS = 1.0
+PROVISION_SECONDS = 5.0
+PAGE_SIZE = 500  # one `runs:query` page, as azureml._restclient.constants.DEFAULT_PAGE_SIZE
+_EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+_URL = re.compile(r"^(https?|adl|wasbs?|abfss?)://")
+
+
+class FakeClock:
+    """Seconds that pass only when the test says so; thread-safe."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+    def datetime(self, at: float | None = None) -> datetime:
+        return EPOCH + timedelta(seconds=self() if at is None else at)
+
+
+def service_error(status: int, code: str = "ServiceError", message: str = "the service said no") -> ServiceException:
+    """A real `ServiceException` as the SDK raises it for an HTTP `status` reply."""
+    response = requests.Response()
+    response.status_code = status
+    response._content = json.dumps({"error": {"code": code, "message": message}}).encode()
+    response.headers["Content-Type"] = "application/json"
+    deserializer = Deserializer({k: v for k, v in vars(rest_models).items() if isinstance(v, type)})
+    return ServiceException(ErrorResponseException(deserializer, response))
+
+
+@dataclass
+class RunScript:
+    """What a fake run does, in seconds after its submit."""
+
+    statuses: list[tuple[float, str]] = field(default_factory=lambda: [
+        (0, "Queued"), (1, "Preparing"), (2, "Starting"), (3, "Running"), (6, "Finalizing"), (7, "Completed"),
+    ])
+    metrics: list[tuple[float, str, Any]] = field(default_factory=list)  # (at, name, value): run.log
+    log: list[tuple[float, str]] = field(default_factory=list)  # (at, text appended to std_log.txt)
+    files: dict[str, tuple[float, bytes]] = field(default_factory=dict)  # name -> (at, content)
+    error: dict[str, Any] | None = None  # get_details()["error"] once Failed
+
+
+def tutorial_script(regularization: float = 0.5, accuracy: float = 0.9123) -> RunScript:
+    """The seed tutorial's train.py as a run script: data, training, accuracy, a model file."""
+    return RunScript(
+        metrics=[(3, "regularization rate", regularization), (3, "loss", 0.9), (4, "loss", 0.5), (5, "loss", 0.3),
+                 (5, "accuracy", accuracy)],
+        log=[(3, "Loading data from the mounted dataset\n"),
+             (4, f"Train a logistic regression model with regularization rate of {regularization}\n"),
+             (5, f"Accuracy is {accuracy}\n")],
+        files={"outputs/sklearn_mnist_model.pkl": (5, b"fake pickled model")},
+    )
+
+
+def default_script(config: ScriptRunConfig) -> RunScript:
+    """The tutorial script, with the `--regularization` the job was given."""
+    args = [str(a) for a in config.arguments]
+    reg = float(args[args.index("--regularization") + 1]) if "--regularization" in args[:-1] else 0.01
+    return tutorial_script(regularization=reg)
+
+
+@dataclass
+class RunRecord:
+    """A run as the fake service stores it."""
+
+    run_id: str
+    experiment: str
+    number: int
+    submitted_at: float
+    script: RunScript
+    tags: dict[str, str]
+    config: ScriptRunConfig
+    target: str
+    cancel_at: float | None = None
+
+    def status(self, now: float) -> str:
+        if self.cancel_at is not None and now >= self.cancel_at:
+            return "Canceled" if now >= self.cancel_at + CANCEL_SECONDS else "CancelRequested"
+        current = "NotStarted"
+        for at, status in self.script.statuses:
+            if now >= self.submitted_at + at:
+                current = status
+        return current
+
+    def end(self) -> float:
+        """When the run stops producing output: its terminal status or its cancel."""
+        ends = [self.submitted_at + at for at, s in self.script.statuses if s in TERMINAL]
+        if self.cancel_at is not None:
+            ends.append(self.cancel_at)
+        return min(ends, default=float("inf"))
+
+    def happened(self, at: float, now: float) -> bool:
+        return self.submitted_at + at <= min(now, self.end())
+
+    def log_text(self, now: float) -> str:
+        return "".join(text for at, text in self.script.log if self.happened(at, now))
+
+    def files(self, now: float) -> dict[str, bytes]:
+        found = {name: content for name, (at, content) in self.script.files.items() if self.happened(at, now)}
+        if self.log_text(now):
+            found[LOG_FILE] = self.log_text(now).encode()
+        return found
+
+    def started(self) -> float | None:
+        return next((self.submitted_at + at for at, s in self.script.statuses if s == "Running"), None)
+
+
+@dataclass
+class Submission:
+    config: ScriptRunConfig
+    tags: dict[str, str] | None
+    kwargs: dict[str, Any]
+    run_id: str
+
+
+@dataclass
+class _Fault:
+    error: BaseException
+    after: bool
+
+
+class FakeAzure:
+    """The stub service behind the fake SDK classes: runs, compute, assets, faults, call counts."""
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock or FakeClock()
+        self.calls: Counter[str] = Counter()
+        self.runs: dict[str, RunRecord] = {}
+        self.submissions: list[Submission] = []
+        self.experiments: set[str] = set()
+        self.computes: dict[str, dict[str, Any]] = {}
+        self.environments: list[RealEnvironment] = []
+        self.datasets: dict[str, list[FileDataset]] = {}
+        self.models: list[Model] = []
+        self.auths: list[Any] = []
+        self.script_for: Callable[[ScriptRunConfig], RunScript] = default_script
+        self.auth_error: BaseException | None = None
+        self.submit_loses_tags = 0  # the next submits die between creating the run and tagging it
+        self.leaky_run_handles = 0  # Run(...) built without clean_up=False (facts §6.7)
+        self._faults: dict[str, list[_Fault]] = {}
+        self._hangs: set[str] = set()
+        self._released = threading.Event()
+        self._lock = threading.RLock()
+        self.Workspace = _bind(Workspace, self)
+        self.Experiment = _bind(Experiment, self)
+        self.Run = _bind(Run, self)
+        self.ComputeTarget = _bind(ComputeTarget, self)
+        self.AmlCompute = _bind(AmlCompute, self)
+        self.Environment = _bind(Environment, self)
+        self.FileDatasetFactory = _bind(FileDatasetFactory, self)
+        self.FileDataset = _bind(FileDataset, self)
+        self.Dataset = _bind(Dataset, self, File=self.FileDatasetFactory)
+
+    def sdk(self) -> AzureSdk:
+        """The SDK surface the backend is given: these fakes plus the real offline classes."""
+        return AzureSdk(
+            Workspace=self.Workspace, Experiment=self.Experiment, Run=self.Run, ComputeTarget=self.ComputeTarget,
+            AmlCompute=self.AmlCompute, Environment=self.Environment, CondaDependencies=CondaDependencies,
+            Dataset=self.Dataset, ScriptRunConfig=ScriptRunConfig,
+            ServicePrincipalAuthentication=ServicePrincipalAuthentication, MsiAuthentication=MsiAuthentication,
+        )
+
+    # -- test controls -------------------------------------------------------------
+
+    def fail(self, call: str, error: BaseException, *, times: int = 1, after: bool = False) -> None:
+        """Make the next `times` calls of `call` raise `error`; `after`: once the call has acted."""
+        self._faults.setdefault(call, []).extend(_Fault(error, after) for _ in range(times))
+
+    def hang(self, call: str) -> None:
+        """Make calls of `call` block until `release()`."""
+        self._hangs.add(call)
+
+    def release(self) -> None:
+        self._hangs.clear()
+        self._released.set()
+
+    def add_compute(self, name: str, *, state: str = "Succeeded", nodes: int = 0) -> None:
+        """A cluster that already exists in the workspace."""
+        self.computes[name] = {"state": state, "nodes": nodes, "config": None, "created_at": self.clock()}
+
+    def add_run(self, *, experiment: str, tags: dict[str, str], run_id: str | None = None) -> RunRecord:
+        """A run started outside this process (by a previous one, say)."""
+        with self._lock:
+            record = self._new_run(experiment, run_id, tags, ScriptRunConfig(source_directory=".", script="train.py"))
+        return record
+
+    def runs_tagged(self, key: str, value: str) -> list[RunRecord]:
+        return [r for r in self.runs.values() if r.tags.get(key) == value]
+
+    def reset_calls(self) -> None:
+        self.calls.clear()
+
+    # -- what the fake classes use -------------------------------------------------
+
+    def enter(self, call: str) -> None:
+        self.calls[call] += 1
+        if call in self._hangs:
+            self._released.wait(timeout=30)
+        if self.auth_error is not None:
+            raise self.auth_error
+        self._raise(call, after=False)
+
+    def leave(self, call: str) -> None:
+        self._raise(call, after=True)
+
+    def _raise(self, call: str, *, after: bool) -> None:
+        with self._lock:
+            pending = self._faults.get(call, [])
+            fault = next((f for f in pending if f.after == after), None)
+            if fault is not None:
+                pending.remove(fault)
+        if fault is not None:
+            raise fault.error
+
+    def _new_run(self, experiment: str, run_id: str | None, tags: dict[str, str], config: ScriptRunConfig) -> RunRecord:
+        now = self.clock()
+        run_id = run_id or f"{experiment}_{int(EPOCH.timestamp() + now)}_{secrets.token_hex(4)}"
+        if run_id in self.runs:
+            raise service_error(409, "Conflict", f"run {run_id} already exists")
+        record = RunRecord(run_id=run_id, experiment=experiment, number=len(self.runs) + 1, submitted_at=now,
+                           script=self.script_for(config), tags=dict(tags), config=config,
+                           target=str(config.run_config.target))
+        self.runs[run_id] = record
+        return record
+
+
+def _bind(cls: type, azure: FakeAzure, **extra: Any) -> type:
+    """A subclass of a fake class wired to one FakeAzure (signatures unchanged)."""
+    return type(cls.__name__, (cls,), {"_azure": azure, "__module__": cls.__module__, **extra})
+
+
+def sdk_call(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Count the call, apply hangs and faults; `functools.wraps` keeps the signature."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(owner: Any, *args: Any, **kwargs: Any) -> Any:
+            azure: FakeAzure = owner._azure
+            azure.enter(name)
+            result = fn(owner, *args, **kwargs)
+            azure.leave(name)
+            return result
+
+        return wrapper
+
+    return decorate
+
+
+# -- the fake SDK classes (same names and signatures as azureml-core's) --------------
+
+
+class Workspace:
+    _azure: FakeAzure
+
+    def __init__(self, subscription_id, resource_group, workspace_name, auth=None, _location=None,
+                 _disable_service_check=False, _workspace_id=None, sku="basic", tags=None, _cloud="AzureCloud"):
+        if auth is None:
+            raise AssertionError("runyard must never fall back to interactive login (auth=None)")
+        self.subscription_id, self.resource_group, self.name = subscription_id, resource_group, workspace_name
+        self.auth, self.cloud = auth, _cloud
+        self._azure.auths.append(auth)
+
+    @classmethod
+    @sdk_call("Workspace.get")
+    def get(cls, name, auth=None, subscription_id=None, resource_group=None, location=None, cloud="AzureCloud",
+            id=None):
+        return cls(subscription_id, resource_group, name, auth=auth, _cloud=cloud)
+
+    @classmethod
+    @sdk_call("Workspace.from_config")
+    def from_config(cls, path=None, auth=None, _logger=None, _file_name=None):
+        config_path = Path(path or ".")
+        if config_path.is_dir():
+            config_path = config_path / "config.json"
+        if not config_path.is_file():
+            raise UserErrorException(f"The workspace configuration file config.json, could not be found in {path}")
+        data = json.loads(config_path.read_text())
+        return cls(data["subscription_id"], data["resource_group"], data["workspace_name"], auth=auth)
+
+    @sdk_call("Workspace.get_details")
+    def get_details(self):
+        return {"name": self.name, "subscriptionId": self.subscription_id, "resourceGroup": self.resource_group}
+
+
+class Experiment:
+    _azure: FakeAzure
+
+    @sdk_call("Experiment.__init__")
+    def __init__(self, workspace, name, _skip_name_validation=False, _id=None, _archived_time=None,
+                 _create_in_cloud=True, _experiment_dto=None, **kwargs):
+        if not _EXPERIMENT_NAME.match(name):
+            raise UserErrorException(f"Experiment name {name!r} is invalid")
+        self.workspace, self.name = workspace, name
+        self._azure.experiments.add(name)
+
+    @sdk_call("Experiment.submit")
+    def submit(self, config, tags=None, **kwargs):
+        azure = self._azure
+        if not isinstance(config, ScriptRunConfig):
+            raise TypeError(f"submit expects a ScriptRunConfig, got {type(config).__name__}")
+        if any(isinstance(arg, FileDataset) for arg in config.arguments or []):
+            raise UserErrorException("a Dataset must be passed as a DatasetConsumptionConfig (as_mount/as_download)")
+        if not (Path(config.source_directory) / config.script).is_file():
+            raise ExperimentExecutionException(
+                f"{config.script} script path doesn't exist. The script should be inside the project folder")
+        with azure._lock:
+            record = azure._new_run(self.name, kwargs.get("run_id"), {}, config)
+            azure.submissions.append(Submission(config, tags, dict(kwargs), record.run_id))
+            if azure.submit_loses_tags:
+                azure.submit_loses_tags -= 1
+            else:
+                record.tags.update(tags or {})
+        return azure.Run._listed(self, record)
+
+    @sdk_call("Experiment.get_runs")
+    def get_runs(self, type=None, tags=None, properties=None, include_children=False):
+        azure = self._azure
+        records = sorted((r for r in azure.runs.values() if r.experiment == self.name),
+                         key=lambda r: r.number, reverse=True)
+        if isinstance(tags, str):
+            records = [r for r in records if tags in r.tags]
+        elif isinstance(tags, dict):
+            records = [r for r in records if all(r.tags.get(k) == v for k, v in tags.items())]
+
+        def pages() -> Iterator[Run]:
+            for index, record in enumerate(records):
+                if index and index % PAGE_SIZE == 0:
+                    azure.calls["Experiment.get_runs:next_page"] += 1
+                yield azure.Run._listed(self, record)
+
+        return pages()
+
+
+class Run:
+    _azure: FakeAzure
+
+    @sdk_call("Run.__init__")
+    def __init__(self, experiment, run_id, outputs=None, **kwargs):
+        if kwargs.get("clean_up", True):
+            self._azure.leaky_run_handles += 1
+        record = self._azure.runs.get(run_id)
+        if record is None or record.experiment != experiment.name:
+            raise service_error(404, "NotFound", f"Run {run_id} was not found")
+        self._setup(experiment, record)
+
+    @classmethod
+    def _listed(cls, experiment: Experiment, record: RunRecord) -> Run:
+        run = cls.__new__(cls)
+        run._setup(experiment, record)
+        return run
+
+    def _setup(self, experiment: Experiment, record: RunRecord) -> None:
+        self.experiment, self._record = experiment, record
+        self._status = record.status(self._azure.clock())  # a snapshot, like the SDK's cached run DTO
+
+    @property
+    def id(self):
+        return self._record.run_id
+
+    @property
+    def status(self):
+        return self._status
+
+    @property
+    def tags(self):
+        return dict(self._record.tags)
+
+    @sdk_call("Run.get_status")
+    def get_status(self):
+        self._status = self._record.status(self._azure.clock())
+        return self._status
+
+    @sdk_call("Run.get_metrics")
+    def get_metrics(self, name=None, recursive=False, run_type=None, populate=False):
+        now, record = self._azure.clock(), self._record
+        values: dict[str, list[Any]] = {}
+        for at, metric, value in record.script.metrics:
+            if record.happened(at, now) and name in (None, metric):
+                values.setdefault(metric, []).append(value)
+        # The SDK collapses a one-element list to a scalar (facts §6.5).
+        return {k: v[0] if len(v) == 1 else v for k, v in values.items()}
+
+    @sdk_call("Run.get_file_names")
+    def get_file_names(self):
+        return sorted(self._record.files(self._azure.clock()))
+
+    @sdk_call("Run.download_file")
+    def download_file(self, name, output_file_path=None, _validate_checksum=False):
+        files = self._record.files(self._azure.clock())
+        if name not in files:
+            raise UserErrorException(f"File with path {name} was not found in the run's artifacts")
+        Path(output_file_path or Path(name).name).write_bytes(files[name])
+
+    @sdk_call("Run.get_details")
+    def get_details(self):
+        azure, record = self._azure, self._record
+        now = azure.clock()
+        status = record.status(now)
+        details: dict[str, Any] = {"runId": record.run_id, "target": record.target, "status": status,
+                                   "properties": {}, "inputDatasets": [], "outputDatasets": [],
+                                   "logFiles": {LOG_FILE: f"https://fake.blob/{record.run_id}/{LOG_FILE}"}}
+        started = record.started()
+        if started is not None and now >= started:
+            details["startTimeUtc"] = azure.clock.datetime(started).isoformat().replace("+00:00", "Z")
+        if status in TERMINAL:
+            details["endTimeUtc"] = azure.clock.datetime(min(now, record.end())).isoformat().replace("+00:00", "Z")
+        if status == "Failed":
+            details["error"] = {"error": record.script.error or {"code": "UserError", "message": "script failed"}}
+        return details
+
+    @sdk_call("Run.cancel")
+    def cancel(self):
+        record, now = self._record, self._azure.clock()
+        if record.cancel_at is None and record.status(now) not in TERMINAL:
+            record.cancel_at = now
+
+    @sdk_call("Run.register_model")
+    def register_model(self, model_name, model_path=None, tags=None, properties=None, model_framework=None,
+                       model_framework_version=None, description=None, datasets=None, sample_input_dataset=None,
+                       sample_output_dataset=None, resource_configuration=None, **kwargs):
+        azure, record = self._azure, self._record
+        path = model_path or model_name
+        if path not in record.files(azure.clock()):
+            raise ModelPathNotFoundException(f"Could not locate the provided model_path {path} in the set of files")
+        with azure._lock:
+            version = 1 + sum(1 for m in azure.models if m.name == model_name)
+            model = Model(name=model_name, version=version, tags=dict(tags or {}), run_id=record.run_id,
+                          experiment_name=record.experiment, path=path)
+            azure.models.append(model)
+        return model
+
+
+@dataclass
+class Model:
+    """What `run.register_model` returns: the attributes the SDK's Model has (facts §7)."""
+
+    name: str
+    version: int
+    tags: dict[str, str]
+    run_id: str
+    experiment_name: str
+    path: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+class ComputeTarget:
+    _azure: FakeAzure
+
+    @sdk_call("ComputeTarget.__init__")
+    def __init__(self, workspace, name):
+        if name not in self._azure.computes:
+            raise ComputeTargetException(f"ComputeTargetNotFound: Compute Target with name {name} not found in "
+                                         "provided workspace")
+        self.workspace, self.name = workspace, name
+
+    @classmethod
+    @sdk_call("ComputeTarget.create")
+    def create(cls, workspace, name, provisioning_configuration):
+        azure = cls._azure
+        if name.lower() in {"local", "amlcompute", "containerinstance"}:
+            raise UserErrorException(f"Please specify a different target name. {name} is a reserved name.")
+        if not isinstance(provisioning_configuration, AmlComputeProvisioningConfiguration):
+            raise ComputeTargetException("Invalid provisioning configuration")
+        azure.computes[name] = {"state": "Creating", "nodes": 0, "config": provisioning_configuration,
+                                "created_at": azure.clock()}
+        target = azure.AmlCompute.__new__(azure.AmlCompute)
+        target.workspace, target.name = workspace, name
+        return target
+
+    @property
+    def provisioning_state(self) -> str:
+        record = self._azure.computes[self.name]
+        if record["state"] == "Creating" and self._azure.clock() >= record["created_at"] + PROVISION_SECONDS:
+            record["state"] = "Succeeded"
+        return str(record["state"])
+
+    @sdk_call("AmlCompute.get_status")
+    def get_status(self):
+        state = self.provisioning_state
+        if state == "Creating":
+            return None  # the SDK prints "AmlCompute is getting created..." and returns None
+        record = self._azure.computes[self.name]
+        config = record["config"]
+        return AmlComputeStatus(
+            allocation_state="Steady", allocation_state_transition_time=None, creation_time=None,
+            current_node_count=record["nodes"], errors=None, modified_time=None, node_state_counts=None,
+            provisioning_state=state, provisioning_state_transition_time=None,
+            scale_settings=getattr(config, "scale_settings", None), target_node_count=record["nodes"],
+            vm_priority="Dedicated", vm_size=getattr(config, "vm_size", "STANDARD_D2_V2"),
+        )
+
+
+class AmlCompute(ComputeTarget):
+    _azure: FakeAzure
+
+    @classmethod
+    @sdk_call("AmlCompute.provisioning_configuration")
+    def provisioning_configuration(cls, vm_size="", vm_priority="dedicated", min_nodes=0, max_nodes=None,
+                                   idle_seconds_before_scaledown=1800, admin_username=None,
+                                   admin_user_password=None, admin_user_ssh_key=None, vnet_resourcegroup_name=None,
+                                   vnet_name=None, subnet_name=None, tags=None, description=None,
+                                   remote_login_port_public_access="NotSpecified", identity_type=None,
+                                   identity_id=None, location=None, enable_node_public_ip=True):
+        # Offline in the SDK too: the real one validates (max_nodes is mandatory, facts §2).
+        return RealAmlCompute.provisioning_configuration(
+            vm_size=vm_size, vm_priority=vm_priority, min_nodes=min_nodes, max_nodes=max_nodes,
+            idle_seconds_before_scaledown=idle_seconds_before_scaledown, admin_username=admin_username,
+            admin_user_password=admin_user_password, admin_user_ssh_key=admin_user_ssh_key,
+            vnet_resourcegroup_name=vnet_resourcegroup_name, vnet_name=vnet_name, subnet_name=subnet_name,
+            tags=tags, description=description, remote_login_port_public_access=remote_login_port_public_access,
+            identity_type=identity_type, identity_id=identity_id, location=location,
+            enable_node_public_ip=enable_node_public_ip,
+        )
+
+
+class Environment(RealEnvironment):
+    """The real (offline) Environment; only `register`, which calls the service, is faked."""
+
+    _azure: FakeAzure
+
+    @sdk_call("Environment.register")
+    def register(self, workspace):
+        azure = self._azure
+        with azure._lock:
+            same = [e for e in azure.environments if e.name == self.name]
+            definition = self.python.conda_dependencies.serialize_to_string()
+            for existing in same:
+                if existing.python.conda_dependencies.serialize_to_string() == definition:
+                    return existing  # Azure keeps one version per distinct definition
+            registered = copy.deepcopy(self)
+            registered.version = str(len(same) + 1)
+            azure.environments.append(registered)
+        return registered
+
+
+class FileDataset:
+    _azure: FakeAzure
+
+    def __init__(self, path: str, name: str | None = None, version: int | None = None) -> None:
+        self.path, self.name, self.version = path, name, version
+        self.id = None if name is None else f"{name}:{version}"
+
+    def as_mount(self, path_on_compute=None):
+        return DatasetConsumptionConfig(f"input__{secrets.token_hex(4)}", self, mode="mount",
+                                        path_on_compute=path_on_compute)
+
+    def as_download(self, path_on_compute=None):
+        return DatasetConsumptionConfig(f"input__{secrets.token_hex(4)}", self, mode="download",
+                                        path_on_compute=path_on_compute)
+
+    @sdk_call("FileDataset.register")
+    def register(self, workspace, name, description=None, tags=None, create_new_version=False):
+        azure = self._azure
+        with azure._lock:
+            versions = azure.datasets.setdefault(name, [])
+            if versions and not create_new_version:
+                raise UserErrorException(f'There is already a dataset registered under name "{name}". '
+                                         "Specify create_new_version=True to register the dataset as a new version.")
+            registered = azure.FileDataset(self.path, name=name, version=len(versions) + 1)
+            versions.append(registered)
+        return registered
+
+
+class FileDatasetFactory:
+    _azure: FakeAzure
+
+    @classmethod
+    @sdk_call("Dataset.File.from_files")
+    def from_files(cls, path, validate=True, partition_format=None, is_file=False):
+        if not isinstance(path, str) or not _URL.match(path):
+            raise UserErrorException(f"Invalid argument type for path: {path!r}")
+        return cls._azure.FileDataset(path)
+
+
+class Dataset:
+    _azure: FakeAzure
+    File: type[FileDatasetFactory]
+
+    @classmethod
+    @sdk_call("Dataset.get_by_name")
+    def get_by_name(cls, workspace, name, version="latest", **kwargs):
+        versions = cls._azure.datasets.get(name, [])
+        chosen = versions[-1:] if version == "latest" else [d for d in versions if str(d.version) == str(version)]
+        if not chosen:
+            raise UserErrorException(f'Cannot find dataset registered with name "{name}" (version: {version})')
+        return chosen[0]
