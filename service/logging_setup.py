@@ -12,8 +12,11 @@ from typing import Literal
 # The id of the HTTP request being served, set by the request middleware.
 request_id_var: ContextVar[str | None] = ContextVar("runyard_request_id", default=None)
 
-# Attributes every LogRecord has; anything else was passed with `extra=` and is logged as a field.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "request_id"}
+# Attributes every LogRecord has; anything else was passed with `extra=` and is logged as a field
+# (but not uvicorn's `color_message`, a copy of the message with terminal colours).
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "request_id", "color_message",
+}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 
