@@ -34,7 +34,7 @@ model versions. Errors are `application/problem+json` (RFC 9457).
 """
 
 BackendFactory = Callable[[Settings], list[Backend]]
-V1_ROUTERS = (jobs.router, models.router, resources.router)
+V1_ROUTERS = (jobs.router, models.router, resources.router, sweep_routes.router)
 
 
 def default_backends(settings: Settings) -> list[Backend]:
@@ -111,7 +111,6 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
         app.include_router(router, dependencies=[Depends(require_api_key)])
     for router in (health.router, telemetry.router):
         app.include_router(router)
-    app.include_router(sweep_routes.router)
     docs_assets.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_body_bytes)
     app.add_middleware(RequestObservability, metrics=metrics)  # outermost: even a 413 gets a request id

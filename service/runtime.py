@@ -27,6 +27,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     # Set by the lifespan once the background loops exist.
     wake_dispatcher: Callable[[], None] = field(default=lambda: None)
+    wake_sweeper: Callable[[], None] = field(default=lambda: None)
     wake_poller: Callable[[], None] = field(default=lambda: None)
     # Backend kind -> the last transient error, while it lasts; /readyz reports it.
     backend_health: dict[str, str] = field(default_factory=dict)
