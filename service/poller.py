@@ -143,8 +143,8 @@ class Poller:
         if update.files is not None and list(update.files) != job.files:
             job.files, changed = list(update.files), True
         job.started_at = job.started_at or update.started_at
-        if job.last_error is not None and not target.is_terminal() and current is not JobStatus.CANCELING:
-            job.last_error = None  # the backend answers again
+        if job.last_error is not None and (target.is_terminal() or current is not JobStatus.CANCELING):
+            job.last_error = None  # the backend answers again (or confirmed the cancel)
         if changed:
             job.updated_at = now
         if not target.is_terminal():

@@ -48,10 +48,10 @@ def enforce_deadlines(session: Session, *, settings: Settings, now: datetime) ->
             continue  # a submit is in flight; the next tick sees its run id
         changed.append(job.id)
 
-    running = session.exec(select(Job).where(col(Job.status).in_(_RUNNING), col(Job.started_at).is_not(None))).all()
+    running = session.exec(select(Job).where(col(Job.status).in_(_RUNNING))).all()
     for job in running:
         limit = job.max_run_duration_seconds or settings.max_run_duration_seconds
-        started = job.started_at
+        started = job.started_at or job.submitted_at  # not every backend reports a start time
         if started is not None and now - started > timedelta(seconds=limit):
             request_stop(job, reason=f"exceeded max_run_duration_seconds={limit}", now=now)
             changed.append(job.id)
