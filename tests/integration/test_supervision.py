@@ -84,11 +84,13 @@ def test_failed_run_is_retried_as_a_new_attempt(client: TestClient, tmp_path: Pa
     assert job["attempt"] == 2
     [first] = job["attempts"]
     assert (first["attempt"], first["status"], first["exit_code"]) == (1, "failed", 1)
-    assert first["run_id"] and first["run_id"] != job["run_id"]
+    assert first["run_id"]
+    assert first["run_id"] != job["run_id"]
     assert "failing on purpose" in first["error"]
     assert marker.read_text() == "2"
     logs = client.get(f"/v1/jobs/{job['id']}/logs").json()["text"]
-    assert "flaky run 2" in logs and "flaky run 1" not in logs  # the current attempt's log
+    assert "flaky run 2" in logs
+    assert "flaky run 1" not in logs
 
 
 def test_retries_run_out(client: TestClient, tmp_path: Path) -> None:
