@@ -12,6 +12,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--seconds", type=float, default=0.0)
 parser.add_argument("--exit-code", type=int, default=0)
 parser.add_argument("--steps", type=int, default=0)
+parser.add_argument("--step-seconds", type=float, default=0.0)
 parser.add_argument("--ignore-term", action="store_true")
 args = parser.parse_args()
 
@@ -29,6 +30,7 @@ print("sleeper starting", flush=True)
 for step in range(args.steps):
     log_metric("loss", 1.0 / (step + 1), step)
     print(f"step {step}", flush=True)
+    time.sleep(args.step_seconds)
 deadline = time.monotonic() + args.seconds
 while time.monotonic() < deadline:
     time.sleep(0.05)
