@@ -130,9 +130,16 @@ class Client:
         """Up to `limit` bytes of the log from byte `offset`."""
         return self._send(Calls.logs(job_id, offset, limit))
 
-    def follow_logs(self, job_id: str, *, offset: int = 0, max_reconnects: int = 10) -> Iterator[LogEvent]:
-        """`LogText` events as the run writes them, then one `LogEnd`; reconnects (Last-Event-ID) when cut."""
-        failures, resume_from, delay = 0, None, 1.0
+    def follow_logs(
+        self, job_id: str, *, offset: int = 0, max_reconnects: int = 10, reconnect_delay: float = 1.0
+    ) -> Iterator[LogEvent]:
+        """`LogText` events as the run writes them, then one `LogEnd`.
+
+        A stream cut before `end` is resumed with `Last-Event-ID` (no gap, no repeat), waiting
+        `reconnect_delay` (or the server's `retry`) times the failures so far, up to
+        `max_reconnects` failures in a row; then `StreamInterrupted`. The stream never ends quietly.
+        """
+        failures, resume_from, delay = 0, None, reconnect_delay
         while True:
             path, params, headers = follow_request(job_id, offset, resume_from)
             try:
@@ -277,9 +284,16 @@ class AsyncClient:
         """Up to `limit` bytes of the log from byte `offset`."""
         return await self._send(Calls.logs(job_id, offset, limit))
 
-    async def follow_logs(self, job_id: str, *, offset: int = 0, max_reconnects: int = 10) -> AsyncIterator[LogEvent]:
-        """`LogText` events as the run writes them, then one `LogEnd`; reconnects (Last-Event-ID) when cut."""
-        failures, resume_from, delay = 0, None, 1.0
+    async def follow_logs(
+        self, job_id: str, *, offset: int = 0, max_reconnects: int = 10, reconnect_delay: float = 1.0
+    ) -> AsyncIterator[LogEvent]:
+        """`LogText` events as the run writes them, then one `LogEnd`.
+
+        A stream cut before `end` is resumed with `Last-Event-ID` (no gap, no repeat), waiting
+        `reconnect_delay` (or the server's `retry`) times the failures so far, up to
+        `max_reconnects` failures in a row; then `StreamInterrupted`. The stream never ends quietly.
+        """
+        failures, resume_from, delay = 0, None, reconnect_delay
         while True:
             path, params, headers = follow_request(job_id, offset, resume_from)
             try:
