@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from typing import Literal
@@ -61,4 +62,7 @@ def _best(values: Sequence[float], goal: Goal) -> float:
 
 
 def _worse(value: float, than: float, goal: Goal) -> bool:
+    # A tie is not worse, also when averaging equal values left a rounding error behind.
+    if math.isclose(value, than, rel_tol=1e-9, abs_tol=1e-12):
+        return False
     return value < than if goal == "maximize" else value > than
