@@ -246,7 +246,9 @@ class AzureMLBackend:
         started = parse_time(details.get("startTimeUtc")) or self._started(mapped)
         if not mapped.is_terminal():
             return RunUpdate(ref.run_id, status, mapped, metrics, cursor, files, started_at=started)
-        (RunDir(ref.run_dir).state / FINAL_MARK).touch()
+        state = RunDir(ref.run_dir).state
+        state.mkdir(parents=True, exist_ok=True)
+        (state / FINAL_MARK).touch()
         return RunUpdate(ref.run_id, status, mapped, metrics, cursor, files, error=_reason(ref, mapped, details),
                          started_at=started, ended_at=parse_time(details.get("endTimeUtc")) or self._now())
 

@@ -113,7 +113,7 @@ def tutorial_script(regularization: float = 0.5, accuracy: float = 0.9123) -> Ru
 
 def default_script(config: ScriptRunConfig) -> RunScript:
     """The tutorial script, with the `--regularization` the job was given."""
-    args = [str(a) for a in config.arguments]
+    args = [str(a) for a in config.arguments or []]
     reg = float(args[args.index("--regularization") + 1]) if "--regularization" in args[:-1] else 0.01
     return tutorial_script(regularization=reg)
 
@@ -200,6 +200,7 @@ class FakeAzure:
         self._hangs: set[str] = set()
         self._released = threading.Event()
         self._lock = threading.RLock()
+        self._outside_config: ScriptRunConfig | None = None
         self.Workspace = _bind(Workspace, self)
         self.Experiment = _bind(Experiment, self)
         self.Run = _bind(Run, self)
@@ -240,7 +241,9 @@ class FakeAzure:
     def add_run(self, *, experiment: str, tags: dict[str, str], run_id: str | None = None) -> RunRecord:
         """A run started outside this process (by a previous one, say)."""
         with self._lock:
-            record = self._new_run(experiment, run_id, tags, ScriptRunConfig(source_directory=".", script="train.py"))
+            if self._outside_config is None:  # building one costs ~30 ms: share it
+                self._outside_config = ScriptRunConfig(source_directory=".", script="train.py")
+            record = self._new_run(experiment, run_id, tags, self._outside_config)
         return record
 
     def runs_tagged(self, key: str, value: str) -> list[RunRecord]:
@@ -646,3 +649,14 @@ class Dataset:
         if not chosen:
             raise UserErrorException(f'Cannot find dataset registered with name "{name}" (version: {version})')
         return chosen[0]
+
+
+# A workspace configured by name with a service principal, as the tests' settings use it.
+WORKSPACE_SETTINGS: dict[str, Any] = {
+    "azureml_subscription_id": "00000000-0000-0000-0000-000000000000",
+    "azureml_resource_group": "runyard-rg",
+    "azureml_workspace_name": "runyard-ws",
+    "azure_tenant_id": "tenant",
+    "azure_client_id": "client",
+    "azure_client_secret": "secret",
+}
