@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from service import cli_jobs, cli_models, cli_serve
+from service import cli_jobs, cli_models, cli_serve, cli_sweep
 from service.cli_common import Target
 from service.client import DEFAULT_URL
 
@@ -35,7 +35,7 @@ def main(
     ctx.obj = Target(url=url, api_key=api_key or None)
 
 
-for module in (cli_serve, cli_jobs, cli_models):
+for module in (cli_serve, cli_jobs, cli_models, cli_sweep):
     module.register(app)
 
 
