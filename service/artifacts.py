@@ -25,7 +25,7 @@ def latest_metrics(session: Session, *, job_id: str) -> dict[str, float]:
         .scalar_subquery()
     )
     rows = session.exec(select(MetricPoint.name, MetricPoint.value).where(col(MetricPoint.id).in_(last)))
-    return {name: value for name, value in rows}
+    return {str(name): float(value) for name, value in rows}
 
 
 def metric_history(

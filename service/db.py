@@ -17,7 +17,11 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         connect_args: dict[str, Any] = {"check_same_thread": False} if self.is_sqlite else {}
-        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
+        # A request must never wait for a pooled SQLite connection (they are cheap to open): a
+        # waiter blocks a worker thread that the holders need to finish, so a bounded pool stalls
+        # ~40 concurrent requests for the whole pool timeout. Ten are kept open between bursts.
+        pool: dict[str, Any] = {"pool_size": 10, "max_overflow": -1} if self.is_sqlite and ":memory:" not in url else {}
+        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite, **pool)
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms)
         # Writers take the lock up front: a deferred transaction that upgrades from read
@@ -32,7 +36,10 @@ class Database:
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:
-        """A session whose transaction holds the write lock from its first statement."""
+        """A session whose transaction holds the write lock from its first statement until it ends.
+
+        Keep it open only around the work that writes: every other writer waits meanwhile.
+        """
         with Session(self._write_engine, expire_on_commit=False) as session:
             yield session
 

@@ -11,7 +11,7 @@ from sse_starlette import EventSourceResponse
 
 from service import artifacts, jobs
 from service.api import log_stream
-from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep, WriteSessionDep
+from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS
 from service.errors import InvalidRequest
 from service.schemas import (
@@ -50,12 +50,13 @@ def _with_attempts(session: Session, page: list[Job]) -> list[JobPublic]:
     responses=ERRORS(404, 409, 413, 422),
 )
 def submit_job(
-    spec: JobCreate, response: Response, session: WriteSessionDep, runtime: RuntimeDep,
+    spec: JobCreate, response: Response, runtime: RuntimeDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     """Record the job as `queued`; the dispatcher submits it to its compute target."""
-    result = jobs.submit_job(session, spec=spec, idempotency_key=idempotency_key,
-                             settings=runtime.settings, backends=runtime.backends)
+    with runtime.db.write_session() as session:
+        result = jobs.submit_job(session, spec=spec, idempotency_key=idempotency_key,
+                                 settings=runtime.settings, backends=runtime.backends)
     response.headers["Location"] = f"/v1/jobs/{result.job.id}"
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -89,9 +90,10 @@ def get_job(job_id: str, session: SessionDep) -> JobPublic:
     "/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, summary="Cancel a job",
     responses=ERRORS(404, 409),
 )
-def cancel_job(job_id: str, session: WriteSessionDep, runtime: RuntimeDep) -> JobPublic:
+def cancel_job(job_id: str, runtime: RuntimeDep) -> JobPublic:
     """Idempotent while the job is active; a finished job answers 409."""
-    job = jobs.cancel_job(session, job_id=job_id)
+    with runtime.db.write_session() as session:
+        job = jobs.cancel_job(session, job_id=job_id)
     runtime.wake_poller()
     runtime.wake_dispatcher()
     return _public(job)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from service import jobs, registry
-from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep, WriteSessionDep
+from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS
 from service.schemas import ModelPublic, ModelRegister, ModelVersionPublic, Page
 from service.tables import ModelVersion
@@ -24,11 +24,12 @@ def _public(model: ModelVersion) -> ModelVersionPublic:
     responses=ERRORS(404, 409, 422),
 )
 def register_model(
-    job_id: str, spec: ModelRegister, response: Response, session: WriteSessionDep, runtime: RuntimeDep
+    job_id: str, spec: ModelRegister, response: Response, runtime: RuntimeDep
 ) -> ModelVersionPublic:
     """Each registration of a name makes its next version, linked to the job and run."""
-    job = jobs.get_job(session, job_id=job_id)
-    model = registry.register_model(session, job=job, runtime=runtime, spec=spec)
+    with runtime.db.write_session() as session:
+        job = jobs.get_job(session, job_id=job_id)
+        model = registry.register_model(session, job=job, runtime=runtime, spec=spec)
     response.headers["Location"] = f"/v1/models/{model.name}/versions/{model.version}"
     return _public(model)
 

@@ -7,7 +7,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from service import catalog
-from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep, SettingsDep, WriteSessionDep
+from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS
 from service.schemas import (
     ComputePublic,
@@ -32,8 +32,10 @@ router = APIRouter(prefix="/v1")
     summary="Create an experiment",
     responses=ERRORS(409, 422),
 )
-def create_experiment(spec: ExperimentCreate, session: WriteSessionDep) -> ExperimentPublic:
-    return ExperimentPublic.model_validate(catalog.create_experiment(session, name=spec.name), from_attributes=True)
+def create_experiment(spec: ExperimentCreate, runtime: RuntimeDep) -> ExperimentPublic:
+    with runtime.db.write_session() as session:
+        experiment = catalog.create_experiment(session, name=spec.name)
+    return ExperimentPublic.model_validate(experiment, from_attributes=True)
 
 
 @router.get("/experiments", tags=["experiments"], summary="List experiments")
@@ -51,8 +53,9 @@ def list_experiments(session: SessionDep, limit: Limit = 100, cursor: Cursor = N
     summary="Register an environment version",
     responses=ERRORS(422),
 )
-def create_environment(spec: EnvironmentCreate, session: WriteSessionDep) -> EnvironmentPublic:
-    env = catalog.create_environment(session, spec=spec)
+def create_environment(spec: EnvironmentCreate, runtime: RuntimeDep) -> EnvironmentPublic:
+    with runtime.db.write_session() as session:
+        env = catalog.create_environment(session, spec=spec)
     return EnvironmentPublic.model_validate(env, from_attributes=True)
 
 
@@ -71,8 +74,9 @@ def list_environments(session: SessionDep, limit: Limit = 100, cursor: Cursor = 
     summary="Register a dataset version",
     responses=ERRORS(422),
 )
-def create_dataset(spec: DatasetCreate, session: WriteSessionDep, settings: SettingsDep) -> DatasetPublic:
-    dataset = catalog.create_dataset(session, spec=spec, settings=settings)
+def create_dataset(spec: DatasetCreate, runtime: RuntimeDep) -> DatasetPublic:
+    with runtime.db.write_session() as session:
+        dataset = catalog.create_dataset(session, spec=spec, settings=runtime.settings)
     return DatasetPublic.model_validate(dataset, from_attributes=True)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from service import sweeps
-from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep, WriteSessionDep
+from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS
 from service.schemas import Page
 from service.sweep_schemas import SweepCreate, SweepDetail, SweepPublic, SweepStatus
@@ -24,19 +24,21 @@ IdempotencyKey = Annotated[
     responses=ERRORS(404, 409, 413, 422),
 )
 def create_sweep(
-    spec: SweepCreate, response: Response, session: WriteSessionDep, runtime: RuntimeDep,
+    spec: SweepCreate, response: Response, runtime: RuntimeDep,
     idempotency_key: IdempotencyKey = None,
 ) -> SweepDetail:
     """Sample the plan and queue the first child; the sweeper launches the rest as slots free up."""
-    result = sweeps.create_sweep(session, spec=spec, idempotency_key=idempotency_key,
-                                 settings=runtime.settings, backends=runtime.backends)
+    with runtime.db.write_session() as session:
+        result = sweeps.create_sweep(session, spec=spec, idempotency_key=idempotency_key,
+                                     settings=runtime.settings, backends=runtime.backends)
     response.headers["Location"] = f"/v1/sweeps/{result.sweep.id}"
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
         runtime.wake_dispatcher()
         runtime.wake_sweeper()
-    return sweeps.detail(session, result.sweep)
+    with runtime.db.session() as session:
+        return sweeps.detail(session, result.sweep)
 
 
 @router.get("", summary="List sweeps, newest first", responses=ERRORS(422))
@@ -61,10 +63,12 @@ def get_sweep(sweep_id: str, session: SessionDep) -> SweepDetail:
     "/{sweep_id}/cancel", status_code=status.HTTP_202_ACCEPTED, summary="Cancel a sweep and its children",
     responses=ERRORS(404, 409),
 )
-def cancel_sweep(sweep_id: str, session: WriteSessionDep, runtime: RuntimeDep) -> SweepDetail:
+def cancel_sweep(sweep_id: str, runtime: RuntimeDep) -> SweepDetail:
     """Idempotent while the sweep is open; a finished sweep answers 409."""
-    sweep = sweeps.cancel_sweep(session, sweep_id=sweep_id)
+    with runtime.db.write_session() as session:
+        sweep = sweeps.cancel_sweep(session, sweep_id=sweep_id)
     runtime.wake_poller()
     runtime.wake_dispatcher()
     runtime.wake_sweeper()
-    return sweeps.detail(session, sweep)
+    with runtime.db.session() as session:
+        return sweeps.detail(session, sweep)
