@@ -44,14 +44,16 @@ class Sweeper:
         self.loop = BackgroundLoop("sweeper", self.tick, runtime.settings.poll_interval_seconds)
 
     async def tick(self) -> None:
-        with self.runtime.db.session() as session:
-            open_ids = sweeps.open_sweep_ids(session)
-        for sweep_id in open_ids:
+        for sweep_id in await asyncio.to_thread(self._open_ids):
             try:
                 await asyncio.to_thread(self.advance, sweep_id)
             except Exception:
                 # One sweep's trouble (a backend down while registering...) must not stall the others.
                 log.exception("sweep %s: advancing failed; retrying next tick", sweep_id)
+
+    def _open_ids(self) -> list[str]:
+        with self.runtime.db.session() as session:
+            return sweeps.open_sweep_ids(session)
 
     def advance(self, sweep_id: str) -> None:
         """Reconcile the sweep, then launch as many children as it has free slots."""
