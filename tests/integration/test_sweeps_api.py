@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.tables import Sweep
 from tests.conftest import wait_for
 from tests.integration.sweep_support import scorer_sweep, wait_for_sweep
 
@@ -187,3 +188,22 @@ def test_registered_version_is_tagged_with_the_sweep(client: TestClient) -> None
     assert version["job_id"] == sweep["best_job_id"]
     assert version["tags"] == {"sweep_id": sweep["id"], "primary_metric": "score", "score": "0.1"}
     assert client.get(f"/v1/jobs/{sweep['best_job_id']}/files/outputs/model.txt").text == "quality=0.1\n"
+
+
+def test_a_crash_between_registering_and_ending_the_sweep_registers_once(client: TestClient) -> None:
+    body = scorer_sweep([0.1, 0.2], extra_args=QUICK,
+                        register_best={"model_name": "scorer", "model_path": "outputs/model.txt"})
+    sweep_id = wait_for_sweep(client, client.post("/v1/sweeps", json=body).json()["id"])["id"]
+    # As the database looks when the process died after the version's commit, before the sweep's.
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.db.write_session() as session:
+        row = session.get(Sweep, sweep_id)
+        row.status, row.model_name, row.model_version, row.ended_at = "running", None, None, None
+        session.add(row)
+        session.commit()
+    runtime.wake_sweeper()
+
+    sweep = wait_for_sweep(client, sweep_id)
+    assert sweep["status"] == "completed"
+    assert sweep["registered_model"] == {"name": "scorer", "version": 1}
+    assert [v["version"] for v in client.get("/v1/models/scorer/versions").json()["items"]] == [1]
