@@ -150,11 +150,15 @@ class AzureMLBackend:
         for ref in runs:
             by_experiment[ref.experiment].append(ref)
         observed: list[tuple[RunRef, Any]] = []
+        failures: list[BackendError] = []
         for name, refs in by_experiment.items():
             try:
                 observed.extend(self._observe(name, refs))
             except BackendError as exc:
                 log.warning("reading the runs of experiment %s failed; will retry: %s", name, exc.message)
+                failures.append(exc)
+        if failures and len(failures) == len(by_experiment):
+            raise failures[0]  # nothing could be read: the poller records it on the jobs and in /readyz
         updates = self._reconcile(observed, deadline)
         active = {r.run_id for r in runs}
         self._seen = {k: v for k, v in self._seen.items() if k in active}

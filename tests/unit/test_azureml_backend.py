@@ -334,11 +334,18 @@ def test_a_deleted_run_fails_its_job(tmp_path: Path, backend: AzureMLBackend) ->
     assert "no longer exists" in (update.error or "")
 
 
-def test_a_failing_listing_skips_the_cycle(tmp_path: Path, fake: FakeAzure, backend: AzureMLBackend) -> None:
+def test_a_failing_listing_is_reported_and_tried_again(tmp_path: Path, fake: FakeAzure,
+                                                        backend: AzureMLBackend) -> None:
     run = fake.add_run(experiment=EXPERIMENT, tags={})
+    other = fake.add_run(experiment="other", tags={})
+    refs = [ref_for(request(tmp_path), run.run_id), ref_for(request(tmp_path, "J2", experiment="other"), other.run_id)]
+    fake.fail("Experiment.get_runs", service_error(503), times=2)
+    with pytest.raises(BackendError) as raised:  # nothing readable: the poller shows it on the jobs
+        backend.poll(refs)
+    assert raised.value.transient
     fake.fail("Experiment.get_runs", service_error(503))
-    assert backend.poll([ref_for(request(tmp_path), run.run_id)]) == []
-    assert len(backend.poll([ref_for(request(tmp_path), run.run_id)])) == 1
+    assert [u.run_id for u in backend.poll(refs)] == [other.run_id]  # one experiment down: the other is read
+    assert len(backend.poll(refs)) == 2
 
 
 def test_a_hanging_listing_does_not_hang_the_poll(tmp_path: Path, fake: FakeAzure, clock: FakeClock) -> None:
@@ -347,7 +354,8 @@ def test_a_hanging_listing_does_not_hang_the_poll(tmp_path: Path, fake: FakeAzur
     backend.workspace.experiment(EXPERIMENT)
     fake.hang("Experiment.get_runs")
     started = time.monotonic()
-    assert backend.poll([ref_for(request(tmp_path), run.run_id)]) == []
+    with pytest.raises(BackendError, match="no answer from Azure ML within 0.2s"):
+        backend.poll([ref_for(request(tmp_path), run.run_id)])
     assert time.monotonic() - started < 2
 
 
