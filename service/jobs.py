@@ -177,6 +177,8 @@ def request_cancel(job: Job) -> None:
 def attempts_of(session: Session, *, job_ids: list[str]) -> dict[str, list[JobAttempt]]:
     """Earlier attempts of each job, in one query for a whole page."""
     found: dict[str, list[JobAttempt]] = {job_id: [] for job_id in job_ids}
+    if not job_ids:
+        return found  # most pages: no job was retried, so no query
     rows = session.exec(select(JobAttempt).where(col(JobAttempt.job_id).in_(job_ids)).order_by(col(JobAttempt.attempt)))
     for row in rows:
         found[row.job_id].append(row)

@@ -11,8 +11,6 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from trainer.utils import MNIST_FILE_NAMES, find_mnist_files, load_data, write_idx_gz
 
@@ -42,6 +40,11 @@ FASHION_MNIST_DIR: Final = Path("/usr/share/datasets/fashion-mnist")
 
 def digits_dataset_arrays() -> dict[str, npt.NDArray[np.uint8]]:
     """The digits train/test split as uint8 arrays keyed like DIGITS_FILES."""
+    # Imported here, not at module level: scikit-learn (and scipy) would add ~1 s and ~60 MB
+    # to every service start, and are only needed the first time the files are written.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     # Pixels are 0..16; stretch to MNIST's 0..255 so the script's "/ 255.0" gives
     # 0..1 here too. np.rint rounds the only half case (8 -> 127.5) to 128.
