@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import catalog, migrate
 from service.api import docs_assets, health, jobs, models, problems, resources, telemetry
 from service.api import sweeps as sweep_routes
+from service.api.docs import ERRORS
 from service.auth import ApiKeys, is_loopback, require_api_key
 from service.backends.base import Backend, BackgroundWork
 from service.backends.local import LocalBackend
@@ -108,7 +109,7 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
         raise RuntimeError(f"refusing to serve on {cfg.host} without API keys: set RUNYARD_API_KEYS")
     # Every /v1 route needs a key once keys are configured; health, metrics and docs stay open.
     for router in V1_ROUTERS:
-        app.include_router(router, dependencies=[Depends(require_api_key)])
+        app.include_router(router, dependencies=[Depends(require_api_key)], responses=ERRORS(401))
     for router in (health.router, telemetry.router):
         app.include_router(router)
     docs_assets.install(app)
