@@ -30,7 +30,7 @@ from service.cli_common import (
     target,
     when,
 )
-from service.client import Client, LogEnd, LogEvent, LogText
+from service.client import Client, LogAttempt, LogEnd, LogEvent, LogText
 from service.schemas import TUTORIAL_JOB, JobPublic
 from service.states import JobStatus
 
@@ -233,6 +233,8 @@ def follow_job(client: Client, job_id: str, *, as_json: bool, offset: int = 0) -
             # With --json the log goes to stderr so stdout stays one JSON document.
             typer.echo(event.text, nl=False, err=as_json)
             ended_with_newline = event.text.endswith("\n")
+        elif isinstance(event, LogAttempt):
+            err.print(f"[bold]--- job {job_id} failed; attempt {event.attempt} ---[/]")
         elif isinstance(event, LogEnd) and not ended_with_newline:
             typer.echo("", err=as_json)
     return _report(client, client.get(job_id), as_json=as_json)

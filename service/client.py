@@ -25,6 +25,7 @@ from service.client_protocol import (
     Call,
     Calls,
     JobSpec,
+    LogAttempt,
     LogEnd,
     LogEvent,
     LogText,
@@ -50,8 +51,8 @@ from service.schemas import (
 )
 from service.states import JobStatus
 
-__all__ = ["DEFAULT_URL", "ApiError", "AsyncClient", "Client", "LogEnd", "LogEvent", "LogText", "StreamInterrupted",
-           "WaitTimeout"]
+__all__ = ["DEFAULT_URL", "ApiError", "AsyncClient", "Client", "LogAttempt", "LogEnd", "LogEvent", "LogText",
+           "StreamInterrupted", "WaitTimeout"]
 
 
 class Client:
@@ -157,6 +158,9 @@ class Client:
                         item = to_log_event(sse)
                         if isinstance(item, LogText):
                             failures, offset, resume_from = 0, item.next_offset, item.next_offset
+                            yield item
+                        elif isinstance(item, LogAttempt):
+                            offset, resume_from = 0, 0
                             yield item
                         elif isinstance(item, LogEnd):
                             yield item
@@ -313,6 +317,9 @@ class AsyncClient:
                         item = to_log_event(sse)
                         if isinstance(item, LogText):
                             failures, offset, resume_from = 0, item.next_offset, item.next_offset
+                            yield item
+                        elif isinstance(item, LogAttempt):
+                            offset, resume_from = 0, 0
                             yield item
                         elif isinstance(item, LogEnd):
                             yield item

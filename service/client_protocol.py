@@ -62,6 +62,13 @@ class LogText:
 
 
 @dataclass(frozen=True)
+class LogAttempt:
+    """The job failed and is being run again; the new attempt's log starts at offset 0."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
 class LogEnd:
     """The last event of a log stream: the job's final state."""
 
@@ -71,7 +78,7 @@ class LogEnd:
     next_offset: int
 
 
-LogEvent = LogText | LogEnd
+LogEvent = LogText | LogAttempt | LogEnd
 
 
 @dataclass
@@ -119,6 +126,8 @@ def to_log_event(event: SseEvent) -> LogEvent | None:
     """A `log` or `end` event of the follow stream as a typed value (others are skipped)."""
     if event.event == "log":
         return LogText(text=event.data, next_offset=int(event.id or 0))
+    if event.event == "attempt":
+        return LogAttempt(attempt=int(json.loads(event.data)["attempt"]))
     if event.event == "end":
         body = json.loads(event.data)
         return LogEnd(status=JobStatus(body["status"]), exit_code=body.get("exit_code"),

@@ -1,8 +1,9 @@
 """`GET /v1/jobs/{id}/logs?follow=true`: the run's log as server-sent events until the job ends.
 
 Events: `log` (data = the text, id = the byte offset after it; send it back as `Last-Event-ID`
-to resume with no gap and no repeat), comment heartbeats while nothing happens, and one final
-`end` whose data is JSON with the job's final status. A stream that closes without `end` was
+to resume with no gap and no repeat), comment heartbeats while nothing happens, `attempt` when
+a failed run is retried (the new attempt's log starts again at byte 0), and one final `end`
+whose data is JSON with the job's final status. A stream that closes without `end` was
 cut (restart, network): the job may still be running, and the client should reconnect.
 SSE turns CR and CRLF inside `data` into LF; the offsets always count the file's bytes.
 """
@@ -62,9 +63,10 @@ def follow(runtime: Runtime, job_id: str, *, offset: int) -> EventSourceResponse
 async def _events(runtime: Runtime, job_id: str, offset: int) -> AsyncIterator[ServerSentEvent]:
     limit = runtime.settings.max_log_read_bytes
     retry: int | None = RETRY_MS
+    attempt: int | None = None  # the attempt being streamed; a retry starts a new log at byte 0
     while True:
         try:
-            job, chunk = await asyncio.to_thread(_read, runtime, job_id, offset, limit)
+            job, chunk = await asyncio.to_thread(_read, runtime, job_id, offset, limit, attempt)
         except (SQLAlchemyError, OSError) as exc:
             # A locked database or a busy disk must not end a stream while the job runs.
             log.warning("reading the log of job %s failed; retrying: %s", job_id, exc)
@@ -73,6 +75,11 @@ async def _events(runtime: Runtime, job_id: str, offset: int) -> AsyncIterator[S
         if job is None:
             yield ServerSentEvent(json.dumps({"detail": f"job {job_id!r} no longer exists"}), event="error")
             return
+        if chunk is None:
+            attempt, offset = job.attempt, 0
+            yield ServerSentEvent(json.dumps({"attempt": attempt}), event="attempt", id="0")
+            continue
+        attempt = job.attempt
         if chunk.text:
             yield ServerSentEvent(chunk.text, event="log", id=str(chunk.next_offset), retry=retry)
             retry = None
@@ -87,12 +94,17 @@ async def _events(runtime: Runtime, job_id: str, offset: int) -> AsyncIterator[S
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
 
-def _read(runtime: Runtime, job_id: str, offset: int, limit: int) -> tuple[Job | None, LogChunk]:
+def _read(
+    runtime: Runtime, job_id: str, offset: int, limit: int, attempt: int | None
+) -> tuple[Job | None, LogChunk | None]:
+    """The job and its next chunk; no chunk when the job moved on to another attempt."""
     # The job is read before the file: a terminal status seen here means the file is complete.
     with runtime.db.session() as session:
         job = session.get(Job, job_id)
     if job is None:
-        return None, LogChunk(job_id=job_id, offset=offset, next_offset=offset, text="", eof=True)
+        return None, None
+    if attempt is not None and job.attempt != attempt:
+        return job, None
     return job, artifacts.read_log(job, runtime.job_dir(job), offset=offset, limit=limit)
 
 

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,3 +156,20 @@ def test_without_follow_the_json_answer_is_unchanged(client: TestClient) -> None
 
     assert chunk.headers["content-type"] == "application/json"
     assert chunk.json() == {"job_id": job_id, "offset": 0, "next_offset": 8, "text": "sleeper ", "eof": False}
+
+
+def test_a_retried_job_streams_each_attempt_from_its_first_byte(client: TestClient, tmp_path: Path) -> None:
+    body = script_job("flaky.py", "--marker", str(tmp_path / "marker"), "--succeed-on", 2, max_retries=1)
+    job_id = client.post("/v1/jobs", json=body).json()["id"]
+
+    events, _ = stream(client, job_id)
+
+    kinds = [e.event for e in events]
+    assert kinds.count("attempt") == 1
+    split = kinds.index("attempt")
+    assert (json.loads(events[split].data), events[split].id) == ({"attempt": 2}, "0")
+    assert "flaky run 1" in logged_text(events[:split])
+    second = logged_text(events[split:])
+    assert second == client.get(f"/v1/jobs/{job_id}/logs").json()["text"]
+    assert "flaky run 2" in second
+    assert json.loads(events[-1].data)["status"] == "completed"

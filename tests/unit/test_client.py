@@ -10,7 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
-from service.client import ApiError, AsyncClient, Client, LogEnd, LogText, StreamInterrupted, WaitTimeout
+from service.client import (
+    ApiError,
+    AsyncClient,
+    Client,
+    LogAttempt,
+    LogEnd,
+    LogText,
+    StreamInterrupted,
+    WaitTimeout,
+)
 from service.client_protocol import SseParser
 from service.schemas import TUTORIAL_JOB, JobPublic
 from service.states import JobStatus
@@ -180,3 +189,17 @@ async def test_async_client_follows_and_resumes() -> None:
 
     assert events == [LogText("a", 1), LogText("b", 2), LogEnd(JobStatus.FAILED, 3, None, 2)]
     assert seen[1].headers["Last-Event-ID"] == "1"
+
+
+def test_a_retry_restarts_the_offsets_of_follow_logs(calls: list[httpx.Request]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if len(calls) == 1:  # attempt 1 wrote 6 bytes, then attempt 2 began; the line drops
+            body = sse(("log", "first\n", "6"), ("attempt", '{"attempt": 2}', "0"), retry=1)
+            return httpx.Response(200, content=body)
+        assert request.headers["Last-Event-ID"] == "0"
+        return httpx.Response(200, content=sse(("log", "again\n", "6"), end("completed", 6)))
+
+    events = list(make_client(handler, calls).follow_logs("J1"))
+
+    assert events == [LogText("first\n", 6), LogAttempt(2), LogText("again\n", 6),
+                      LogEnd(JobStatus.COMPLETED, 0, None, 6)]
