@@ -215,3 +215,28 @@ def test_symlinks_never_leave_the_run_folder(client: TestClient) -> None:
         assert client.get(f"/v1/jobs/{job['id']}/files/{path}").status_code in (404, 422)
         register = client.post(f"/v1/jobs/{job['id']}/models", json={"model_name": "m", "model_path": path})
         assert register.status_code == 422
+
+
+class CrashAfterSubmit(LocalBackend):
+    """Starts the run, then dies before runyard can record it, as a crash would."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(max_concurrent=2, models_dir=settings.models_dir)
+        self.submits = 0
+
+    def submit(self, request: SubmitRequest) -> str:
+        self.submits += 1
+        run_id = super().submit(request)
+        if self.submits == 1:
+            raise RuntimeError("process died between submit and commit")
+        return run_id
+
+
+def test_run_started_but_not_recorded_is_found_not_resubmitted(settings: Settings) -> None:
+    backend = CrashAfterSubmit(settings)
+    with serve(settings, backend) as client:
+        job = wait_for(client, client.post("/v1/jobs", json=script_job("sleeper.py", "--seconds", 1)).json()["id"])
+        assert job["status"] == "completed"
+        assert backend.submits == 1
+        log = client.get(f"/v1/jobs/{job['id']}/logs").json()["text"]
+        assert log.count("sleeper starting") == 1
