@@ -76,7 +76,8 @@ def digits_dataset_valid(folder: Path) -> bool:
         test_y = load_data(folder / DIGITS_FILES["test_labels"], label=True)
     except (OSError, ValueError):
         return False
-    return (
+    # numpy types shapes as tuple[Any, ...]; bool() keeps the result a real bool.
+    return bool(
         train_x.shape[0] == train_y.shape[0]
         and test_x.shape[0] == test_y.shape[0]
         and train_x.shape[0] + test_x.shape[0] == DIGITS_N_SAMPLES

@@ -96,9 +96,7 @@ def load_data(filename: str | os.PathLike[str], label: bool = False) -> npt.NDAr
     expected = IDX_LABELS_MAGIC if label else IDX_IMAGES_MAGIC
     if magic != expected:
         kind = "label" if label else "image"
-        raise ValueError(
-            f"{name}: bad IDX magic number 0x{magic:08x}, expected 0x{expected:08x} for an {kind} file"
-        )
+        raise ValueError(f"{name}: bad IDX magic number 0x{magic:08x}, expected 0x{expected:08x} for an {kind} file")
     ndim = magic & 0xFF
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
@@ -106,9 +104,7 @@ def load_data(filename: str | os.PathLike[str], label: bool = False) -> npt.NDAr
     dims = struct.unpack(f">{ndim}I", data[4:header_len])
     count = math.prod(dims)
     if len(data) - header_len != count:
-        raise ValueError(
-            f"{name}: IDX dimensions {dims} need {count} data bytes, file has {len(data) - header_len}"
-        )
+        raise ValueError(f"{name}: IDX dimensions {dims} need {count} data bytes, file has {len(data) - header_len}")
     # frombuffer shares the decompressed bytes instead of copying them, so the
     # result is read-only; callers scale into a new float array anyway.
     flat = np.frombuffer(data, dtype=np.uint8, count=count, offset=header_len)
@@ -193,9 +189,7 @@ def find_mnist_files(folder: str | os.PathLike[str]) -> dict[str, Path]:
         else:
             missing.append(file_name)
     if missing:
-        raise FileNotFoundError(
-            f"missing {', '.join(missing)} under data folder {str(root)!r} (searched recursively)"
-        )
+        raise FileNotFoundError(f"missing {', '.join(missing)} under data folder {str(root)!r} (searched recursively)")
     return found
 
 
@@ -206,9 +200,7 @@ def load_mnist(folder: str | os.PathLike[str]) -> dict[str, npt.NDArray[np.uint8
     # images with the rest; inflating is nearly all of the cost (~0.25 s of
     # Fashion-MNIST's ~0.3 s when done one file after another).
     with ThreadPoolExecutor(max_workers=len(files)) as pool:
-        futures = {
-            key: pool.submit(load_data, path, key.endswith("_labels")) for key, path in files.items()
-        }
+        futures = {key: pool.submit(load_data, path, key.endswith("_labels")) for key, path in files.items()}
         arrays = {key: future.result() for key, future in futures.items()}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -220,8 +212,7 @@ def load_mnist(folder: str | os.PathLike[str]) -> dict[str, npt.NDArray[np.uint8
         arrays[f"{split}_labels"] = labels.reshape(-1)
     if arrays["train_images"].shape[1] != arrays["test_images"].shape[1]:
         raise ValueError(
-            f"train images have {arrays['train_images'].shape[1]} pixels, "
-            f"test images {arrays['test_images'].shape[1]}"
+            f"train images have {arrays['train_images'].shape[1]} pixels, test images {arrays['test_images'].shape[1]}"
         )
     return arrays
 

@@ -190,9 +190,9 @@ def test_failed_write_keeps_old_file_and_cleans_up(tmp_path: Path, monkeypatch: 
     before = path.read_bytes()
 
     def broken_replace(src: str, dst: str) -> None:
-        raise OSError("disk full")
+        raise OSError(f"disk full while renaming {src} to {dst}")
 
-    monkeypatch.setattr(utils.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_idx_gz(path, _labels(8))
 
@@ -420,8 +420,9 @@ def test_metrics_file_gets_one_json_line_per_call(tmp_path: Path, clean_env: pyt
 
     logger = get_run_logger()
     logger.log("regularization rate", 0.01)
-    logger.log("loss", np.float32(0.25), step=3)
-    logger.log("accuracy", np.float64(0.9), step=np.int64(0))
+    # numpy scalars are accepted at run time even though the signature says float/int.
+    logger.log("loss", np.float32(0.25), step=3)  # type: ignore[arg-type]
+    logger.log("accuracy", np.float64(0.9), step=np.int64(0))  # type: ignore[arg-type]
 
     assert isinstance(logger, JsonLinesMetricsLogger)
     records = _read_jsonl(metrics)
@@ -463,7 +464,8 @@ def test_metrics_file_lines_are_flushed_immediately(tmp_path: Path, clean_env: p
         assert fh.read().endswith("}\n")
 
 
-def test_stdout_is_the_fallback(capsys: pytest.CaptureFixture[str], clean_env: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("clean_env")
+def test_stdout_is_the_fallback(capsys: pytest.CaptureFixture[str]) -> None:
     logger = get_run_logger()
     logger.log("accuracy", 0.5)
     logger.log("loss", 2, step=7)
@@ -486,13 +488,15 @@ def test_bad_values_are_rejected(tmp_path: Path, clean_env: pytest.MonkeyPatch, 
 
 
 @pytest.mark.parametrize("step", [-1, 1.5, "3", True])
-def test_bad_steps_are_rejected(clean_env: pytest.MonkeyPatch, step: Any) -> None:
+@pytest.mark.usefixtures("clean_env")
+def test_bad_steps_are_rejected(step: Any) -> None:
     with pytest.raises(ValueError, match="step must be"):
         get_run_logger().log("accuracy", 0.5, step=step)
 
 
 @pytest.mark.parametrize("name", ["", "   ", "a\nb", 3])
-def test_bad_names_are_rejected(clean_env: pytest.MonkeyPatch, name: Any) -> None:
+@pytest.mark.usefixtures("clean_env")
+def test_bad_names_are_rejected(name: Any) -> None:
     with pytest.raises(ValueError, match="name must be"):
         get_run_logger().log(name, 0.5)
 
@@ -506,7 +510,7 @@ class _FakeRun:
     def __init__(self) -> None:
         self.calls: list[tuple[str, float, dict[str, Any]]] = []
 
-    def log(self, name: str, value: float, description: str = "", **kwargs: Any) -> None:
+    def log(self, name: str, value: float, **kwargs: Any) -> None:
         self.calls.append((name, value, kwargs))
 
 
@@ -514,10 +518,10 @@ class _OfflineRun:
     """Mimics azureml's _OfflineRun, whose log() has no `step` parameter."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, float]] = []
+        self.calls: list[tuple[str, float, str]] = []
 
     def log(self, name: str, value: float, description: str = "") -> None:
-        self.calls.append((name, value))
+        self.calls.append((name, value, description))
 
 
 def _install_fake_azureml(monkeypatch: pytest.MonkeyPatch, run: object) -> None:
@@ -555,7 +559,7 @@ def test_offline_run_never_gets_a_step() -> None:
 
     logger.log("loss", 0.1, step=4)  # would be a TypeError if step were passed
 
-    assert run.calls == [("loss", 0.1)]
+    assert run.calls == [("loss", 0.1, "")]
 
 
 def test_offline_context_falls_back_to_metrics_file(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
@@ -570,9 +574,7 @@ def test_offline_context_falls_back_to_metrics_file(tmp_path: Path, clean_env: p
     assert _read_jsonl(tmp_path / "metrics.jsonl")[0]["step"] == 2
 
 
-def test_run_id_without_azureml_installed_falls_back(
-    tmp_path: Path, clean_env: pytest.MonkeyPatch
-) -> None:
+def test_run_id_without_azureml_installed_falls_back(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setitem(sys.modules, "azureml.core", None)  # makes the import fail
     clean_env.setenv("AZUREML_RUN_ID", "run-123")
     clean_env.setenv("RUNYARD_METRICS_FILE", str(tmp_path / "metrics.jsonl"))
