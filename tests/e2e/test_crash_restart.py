@@ -16,7 +16,7 @@ import httpx
 from tests.e2e.conftest import REPO_ROOT, LiveServer, _wait_ready, free_port, server_env, stop_server
 
 TERMINAL = {"completed", "failed", "canceled"}
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def spawn(data_dir: Path, port: int, log_path: Path) -> LiveServer:
@@ -82,7 +82,7 @@ def test_sigkill_mid_run_then_restart(tmp_path: Path) -> None:
             assert len(list((data_dir / "runs").glob(f"{job_id}*"))) == 1
         assert jobs[queued]["status"] == "completed"
         assert jobs[queued]["submitted_at"] > jobs[long_ids[0]]["submitted_at"]
-        log.info("recovered %d jobs %.1fs after the kill", len(jobs), time.monotonic() - killed_at)
+        logger.info("recovered %d jobs %.1fs after the kill", len(jobs), time.monotonic() - killed_at)
     finally:
         http.close()
         stop_server(second)
