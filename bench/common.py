@@ -34,7 +34,7 @@ class Stats:
 
     @classmethod
     def of(cls, values: Iterable[float]) -> Stats:
-        data = sorted(values)
+        data = sorted(v for v in values if v == v)  # NaN (nothing measured) is left out
         if not data:
             return cls(0, float("nan"), float("nan"), float("nan"))
         return cls(len(data), data[0], statistics.median(data), data[-1])
@@ -59,9 +59,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def ratio(numerator: float, denominator: float) -> float:
-    """numerator / denominator, NaN when the denominator is 0 or missing."""
-    if not denominator or denominator != denominator:
+    """numerator / denominator; infinite when only the denominator is 0, NaN when nothing is known."""
+    if numerator != numerator or denominator != denominator:
         return float("nan")
+    if not denominator:
+        return float("inf") if numerator > 0 else float("nan")
     return numerator / denominator
 
 
@@ -174,7 +176,7 @@ def _version(name: str) -> str | None:
 def _blas() -> list[dict[str, Any]]:
     try:
         import numpy  # noqa: F401 - loads the BLAS threadpoolctl reports on
-        from threadpoolctl import threadpool_info
+        from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
     except ImportError:
         return []
     keep = ("internal_api", "version", "num_threads", "architecture", "threading_layer")

@@ -92,10 +92,10 @@ def seed(base: str, db: Path, *, runs: int, experiments: int = 10, metric_points
     run_rows, tag_rows, param_rows, metric_rows = [], [], [], []
     for i in range(runs - 1):
         run_id = uuid.UUID(int=rng.getrandbits(128)).hex
-        status = rng.choices(list(STATUS_WEIGHTS), list(STATUS_WEIGHTS.values()))[0]
+        run_status = rng.choices(list(STATUS_WEIGHTS), list(STATUS_WEIGHTS.values()))[0]
         when = now_ms + i * 2
         experiment = ids[i % experiments]
-        run_rows.append((run_id, f"run-{i}", "LOCAL", "", "", "bench", status, when, when, "", "active",
+        run_rows.append((run_id, f"run-{i}", "LOCAL", "", "", "bench", run_status, when, when, "", "active",
                          f"file:///dev/null/{run_id}", int(experiment), None))
         tag_rows += [("team", "vision", run_id), ("mlflow.runName", f"run-{i}", run_id)]
         param_rows += [("regularization", "0.5", run_id), ("data-folder", "digits", run_id)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -79,9 +80,18 @@ class Server:
             time.sleep(interval)
         raise TimeoutError(f"{self.name} not ready at {url} after {timeout}s; see {self.log}")
 
+    def _tree(self) -> list[int]:
+        """The process and its descendants in its session: a server's workers, not the runs it
+        starts in sessions of their own (those are the workload, not the server)."""
+        return [self.pid, *(p for p in _descendants(self.pid) if _session(p) == self.pid)]
+
     def rss_mb(self) -> float:
-        """Resident memory of the process and all its descendants, in MB."""
-        return sum(_rss_kb(pid) for pid in [self.pid, *_descendants(self.pid)]) / 1024
+        """Resident memory of the server's processes, in MB."""
+        return sum(_rss_kb(pid) for pid in self._tree()) / 1024
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the server's processes have used so far."""
+        return sum(_cpu_seconds(pid) for pid in self._tree())
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM the session (graceful), SIGKILL what is left after `timeout`."""
@@ -125,6 +135,25 @@ def _descendants(pid: int) -> list[int]:
                 found.append(child)
                 stack.append(child)
     return found
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 on (after the ")" that ends the command name)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _session(pid: int) -> int:
+    fields = _stat(pid)
+    return int(fields[3]) if fields else -1
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = _stat(pid)
+    # Fields 14 and 15 of stat: utime, stime.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS if fields else 0.0
 
 
 def _rss_kb(pid: int) -> int:

@@ -30,6 +30,7 @@ class Seeded:
     experiments: list[str]
     metric: str
     metric_points: int
+    id_prefix: str
 
 
 def experiment_names(count: int) -> list[str]:
@@ -37,22 +38,34 @@ def experiment_names(count: int) -> list[str]:
 
 
 def seed_jobs(database_url: str, *, jobs: int, experiments: int = 10, metric_points: int = 100,
-              seed: int = 7) -> Seeded:
-    """Migrate `database_url` and store `jobs` finished jobs spread over `experiments`."""
+              seed: int = 7, status: str | None = None, compute_target: str = "local") -> Seeded:
+    """Migrate `database_url` and store `jobs` jobs spread over `experiments`.
+
+    By default they are finished (mostly completed); `status` gives them all one status instead.
+    Job i has the id `job_id(seeded, i)` and the run id `run_id(i)`.
+    """
     started = time.perf_counter()
     migrate.upgrade(database_url)
     rng = random.Random(seed)
     names = experiment_names(experiments)
     engine = create_engine(database_url)
-    base_time = datetime.now(UTC) - timedelta(days=30)
-    table = Job.__table__
+    table: Any = Job.__table__  # type: ignore[attr-defined]
     columns = [c.name for c in table.columns]
     bind = _binder(engine, table)
     template = [bind(c, v) for c, v in zip(columns, _template_values(names[0], columns), strict=True)]
     at = {name: i for i, name in enumerate(columns)}
-    times = [at[c] for c in ("created_at", "updated_at", "submitted_at", "started_at", "ended_at")]
-    statuses = rng.choices(list(STATUS_WEIGHTS), list(STATUS_WEIGHTS.values()), k=jobs)
-    statuses[-1] = "completed"  # the sample job
+    finished = status is None or status in STATUS_WEIGHTS
+    # Active jobs started recently: the supervisor stops runs older than the default deadline.
+    base_time = datetime.now(UTC) - (timedelta(days=30) if finished else timedelta(hours=1))
+    stamped = ("created_at", "updated_at", "submitted_at", "started_at") + (("ended_at",) if finished else ())
+    times = [at[c] for c in stamped]
+    if not finished:
+        template[at["ended_at"]] = template[at["exit_code"]] = None
+    if status is None:
+        statuses = rng.choices(list(STATUS_WEIGHTS), list(STATUS_WEIGHTS.values()), k=jobs)
+        statuses[-1] = "completed"  # the sample job
+    else:
+        statuses = [status] * jobs
     # ULID layout: one millisecond prefix, then the row number, so ids sort by creation.
     prefix = new_id()[:10]
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
@@ -66,9 +79,10 @@ def seed_jobs(database_url: str, *, jobs: int, experiments: int = 10, metric_poi
                 row = template.copy()
                 row[at["id"]] = f"{prefix}{_base32(i, 16)}"
                 row[at["experiment"]] = names[i % experiments]
+                row[at["compute_target"]] = compute_target
                 row[at["status"]] = statuses[i]
                 row[at["backend_status"]] = statuses[i].capitalize()
-                row[at["run_id"]] = f"run-{i:09d}"
+                row[at["run_id"]] = run_id(i)
                 row[at["request_hash"]] = f"{i:064x}"
                 when = bind("created_at", base_time + timedelta(milliseconds=i * 2))
                 for t in times:
@@ -82,7 +96,17 @@ def seed_jobs(database_url: str, *, jobs: int, experiments: int = 10, metric_poi
         ])
     engine.dispose()
     return Seeded(jobs=jobs, seconds=time.perf_counter() - started, sample_job_id=sample_id,
-                  experiments=names, metric="accuracy", metric_points=metric_points)
+                  experiments=names, metric="accuracy", metric_points=metric_points, id_prefix=prefix)
+
+
+def job_id(seeded: Seeded, i: int) -> str:
+    """The id of the i-th seeded job."""
+    return f"{seeded.id_prefix}{_base32(i, 16)}"
+
+
+def run_id(i: int) -> str:
+    """The backend run id of the i-th seeded job."""
+    return f"run-{i:09d}"
 
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

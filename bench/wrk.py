@@ -51,6 +51,12 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     mean_ms: float
+    server_cpu_s: float = float("nan")  # CPU the server used during the run, when measured
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """Server CPU per completed request: a cost that contention from other processes barely moves."""
+        return self.server_cpu_s * 1000 / self.requests if self.requests else float("nan")
 
     @property
     def rps(self) -> float:
