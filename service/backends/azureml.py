@@ -73,6 +73,7 @@ class AzureMLBackend:
         self.workspace = AzureWorkspace(settings, sdk=sdk, clock=clock)
         self._clock, self._now = clock, now
         self._seen: dict[str, _Seen] = {}
+        self._reported: dict[str, str] = {}  # run id -> the status last reported with nothing else new
         self._cancels: dict[str, bool] = {}  # run id -> whether a forced cancel was sent
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
@@ -157,11 +158,14 @@ class AzureMLBackend:
             except BackendError as exc:
                 log.warning("reading the runs of experiment %s failed; will retry: %s", name, exc.message)
                 failures.append(exc)
+                for ref in refs:  # report them in full once they can be read again
+                    self._reported.pop(ref.run_id, None)
         if failures and len(failures) == len(by_experiment):
             raise failures[0]  # nothing could be read: the poller records it on the jobs and in /readyz
         updates = self._reconcile(observed, deadline)
         active = {r.run_id for r in runs}
         self._seen = {k: v for k, v in self._seen.items() if k in active}
+        self._reported = {k: v for k, v in self._reported.items() if k in active}
         self._cancels = {k: v for k, v in self._cancels.items() if k in active}
         return updates
 
@@ -218,6 +222,9 @@ class AzureMLBackend:
                 update = self._read(ref, run, status, mapped)
             if update is None and mapped.is_terminal():
                 continue  # reported once its final metrics, log and files are in
+            if update is None and self._reported.get(ref.run_id) == status:
+                continue  # nothing new: with thousands of runs, the poller's writes are the cost
+            self._reported[ref.run_id] = status
             updates.append(update or self._status_only(ref, status, mapped))
         return updates
 

@@ -345,7 +345,21 @@ def test_a_failing_listing_is_reported_and_tried_again(tmp_path: Path, fake: Fak
     assert raised.value.transient
     fake.fail("Experiment.get_runs", service_error(503))
     assert [u.run_id for u in backend.poll(refs)] == [other.run_id]  # one experiment down: the other is read
-    assert len(backend.poll(refs)) == 2
+    assert [u.run_id for u in backend.poll(refs)] == [run.run_id]  # the other has nothing new
+
+
+def test_unchanged_runs_are_not_reported_again(tmp_path: Path, fake: FakeAzure, clock: FakeClock,
+                                               backend: AzureMLBackend) -> None:
+    queued = [fake.add_run(experiment=EXPERIMENT, tags={}) for _ in range(3)]
+    refs = [ref_for(request(tmp_path, r.run_id), r.run_id) for r in queued]
+    assert len(backend.poll(refs)) == 3
+    assert backend.poll(refs) == []  # all still Queued
+    clock.advance(1)
+    assert [u.backend_status for u in backend.poll(refs)] == ["Preparing"] * 3
+    fake.fail("Experiment.get_runs", service_error(503))
+    with pytest.raises(BackendError):
+        backend.poll(refs)
+    assert len(backend.poll(refs)) == 3  # after an outage every run is reported once more
 
 
 def test_a_hanging_listing_does_not_hang_the_poll(tmp_path: Path, fake: FakeAzure, clock: FakeClock) -> None:
