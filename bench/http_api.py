@@ -35,11 +35,15 @@ class Config:
     jobs: int = 10_000
     big_jobs: int = 1_000_000
     cold_starts: int = 5
+    mlflow_job_runner: bool = False  # one more MLflow start with its job runner on (~1 GB more)
     quick: bool = False
 
     @classmethod
-    def make(cls, quick: bool) -> Config:
-        return cls(repeats=3, seconds=1, big_jobs=100_000, cold_starts=3, quick=True) if quick else cls()
+    def make(cls, quick: bool, mlflow_job_runner: bool = False) -> Config:
+        if quick:
+            return cls(repeats=3, seconds=1, big_jobs=100_000, cold_starts=3, mlflow_job_runner=mlflow_job_runner,
+                       quick=True)
+        return cls(mlflow_job_runner=mlflow_job_runner)
 
 
 @dataclass
@@ -201,8 +205,9 @@ def cold_starts(cfg: Config, data_10k: Path, mlflow_exe: Path | None, work: Path
         for _ in range(cfg.cold_starts):
             server, _ = mlflow_peer.start(mlflow_exe, work / "mlflow-cold")
             sample("mlflow (existing store)", server)
-        server, _ = mlflow_peer.start(mlflow_exe, work / "mlflow-cold", job_execution=True)
-        sample("mlflow (existing store, job runner on)", server)
+        if cfg.mlflow_job_runner:
+            server, _ = mlflow_peer.start(mlflow_exe, work / "mlflow-cold", job_execution=True)
+            sample("mlflow (existing store, job runner on)", server)
     return {label: {k: Stats.of(v) for k, v in d.items()} for label, d in out.items()}
 
 
@@ -359,8 +364,10 @@ def judge(load: dict[Key, list[WrkResult]], ratios: dict[str, Any], startup: dic
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.http_api", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer repeats, 100k not 1M jobs")
+    parser.add_argument("--mlflow-job-runner", action="store_true",
+                        help="also start MLflow once with its job runner on, for its idle RSS")
     args = parser.parse_args(argv)
-    run(Config.make(args.quick))
+    run(Config.make(args.quick, args.mlflow_job_runner))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """`python -m bench.serve_runyard`: exactly `python -m service`, and at exit it writes which
 azureml/azure modules the process had loaded (to $RUNYARD_BENCH_MODULES_FILE). A module list
-can only be read from inside the process; uvicorn stops gracefully on SIGTERM, so atexit runs."""
+can only be read from inside the process. uvicorn shuts down gracefully on SIGTERM, then raises
+the signal again with the handler that was there before it started: ours, which writes the list."""
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 
 def _dump() -> None:
@@ -18,9 +20,15 @@ def _dump() -> None:
         Path(target).write_text(json.dumps({"modules_total": len(sys.modules), "azure_modules": loaded}))
 
 
-atexit.register(_dump)
+def _on_term(signum: int, _frame: FrameType | None) -> None:
+    _dump()
+    raise SystemExit(128 + signum)
 
-from service.__main__ import main  # noqa: E402 - after the hook, so a failing import still reports
+
+signal.signal(signal.SIGTERM, _on_term)
+
+from service.__main__ import main  # noqa: E402 - after the hook is in place
 
 if __name__ == "__main__":
     main()
+    _dump()
