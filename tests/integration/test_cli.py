@@ -123,3 +123,27 @@ def test_the_api_key_comes_from_the_environment(tmp_path: Path) -> None:
     assert refused.returncode == 4
     assert "401" in refused.stderr
     assert as_json(allowed)["items"] == []
+
+
+def test_serve_starts_the_service_with_its_flags(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir = tmp_path / "served"
+    command = [*CLI, "serve", "--port", str(port), "--data-dir", str(data_dir), "--log-format", "text"]
+    process = subprocess.Popen(command, env=cli_env(None), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        ready = None
+        while time.monotonic() < deadline and process.poll() is None and ready is None:
+            result = runyard(None, "jobs", "--json", RUNYARD_URL=f"http://127.0.0.1:{port}")
+            ready = result if result.returncode == 0 else None
+            time.sleep(0.2)
+        assert ready is not None, "runyard serve did not answer"
+        assert json.loads(ready.stdout)["items"] == []
+        assert (data_dir / "runyard.db").is_file()
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    # uvicorn shuts down cleanly, then re-raises the SIGTERM it caught.
+    assert process.returncode in (0, -15)
+    assert "Application shutdown complete" in output
+    assert not output.lstrip().startswith("{")  # --log-format text
