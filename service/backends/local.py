@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -148,89 +149,27 @@ class LocalBackend:
             exit_info = _read_json(rundir.state / "exit.json")
         # Metrics are read after the exit check, so a finished run's last lines are in.
         metrics, cursor = _read_metrics(rundir.metrics, run.metrics_cursor)
-        if exit_info is None and not alive:
-            if runner is None and run.run_id in self._children:
-                # Spawned a moment ago; the runner has not taken its lock yet.
-                return RunUpdate(run.run_id, "Starting", JobStatus.STARTING, metrics, cursor)
-            return self._vanished(run, rundir, metrics, cursor, started)
+        if not alive and exit_info is None and runner is None and run.run_id in self._children:
+            # Spawned a moment ago; the runner has not taken its lock yet.
+            return RunUpdate(run.run_id, "Starting", JobStatus.STARTING, metrics, cursor)
         files = tuple(rundir.list_files())
-        if exit_info is None:
+        if alive:
             status = JobStatus.RUNNING if runner else JobStatus.STARTING
             return RunUpdate(
                 run.run_id, "Running" if runner else "Starting", status, metrics, cursor, files, started_at=started
             )
-        code = int(exit_info["exit_code"])
-        ended = _parse_time(exit_info.get("ended_at")) or utcnow()
-        if code == 0:
-            return RunUpdate(
-                run.run_id,
-                "Completed",
-                JobStatus.COMPLETED,
-                metrics,
-                cursor,
-                files,
-                exit_code=0,
-                started_at=started,
-                ended_at=ended,
-            )
-        if run.cancel_requested:
-            return RunUpdate(
-                run.run_id,
-                "Canceled",
-                JobStatus.CANCELED,
-                metrics,
-                cursor,
-                files,
-                exit_code=code,
-                error="canceled on request",
-                started_at=started,
-                ended_at=ended,
-            )
+        outcome = _outcome(run, rundir, exit_info)
         return RunUpdate(
             run.run_id,
-            "Failed",
-            JobStatus.FAILED,
+            outcome.backend_status,
+            outcome.status,
             metrics,
             cursor,
             files,
-            exit_code=code,
-            error=_failure(code, rundir),
+            exit_code=outcome.exit_code,
+            error=outcome.error,
             started_at=started,
-            ended_at=ended,
-        )
-
-    def _vanished(
-        self,
-        run: RunRef,
-        rundir: RunDir,
-        metrics: tuple[MetricSample, ...],
-        cursor: int,
-        started: datetime | None,
-    ) -> RunUpdate:
-        files = tuple(rundir.list_files())
-        if run.cancel_requested:
-            return RunUpdate(
-                run.run_id,
-                "Canceled",
-                JobStatus.CANCELED,
-                metrics,
-                cursor,
-                files,
-                error="canceled on request (process killed)",
-                started_at=started,
-                ended_at=utcnow(),
-            )
-        error = "the run's process ended without recording an exit code" + _tail(rundir)
-        return RunUpdate(
-            run.run_id,
-            "Failed",
-            JobStatus.FAILED,
-            metrics,
-            cursor,
-            files,
-            error=error,
-            started_at=started,
-            ended_at=utcnow(),
+            ended_at=outcome.ended_at,
         )
 
     def cancel(self, run: RunRef, *, force: bool) -> None:
@@ -270,6 +209,31 @@ class LocalBackend:
 
     def check(self) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    backend_status: str
+    status: JobStatus
+    exit_code: int | None
+    error: str | None
+    ended_at: datetime
+
+
+def _outcome(run: RunRef, rundir: RunDir, exit_info: dict[str, Any] | None) -> _Outcome:
+    """How a run that is no longer alive ended, from its exit record (or the lack of one)."""
+    if exit_info is None:
+        if run.cancel_requested:
+            return _Outcome("Canceled", JobStatus.CANCELED, None, "canceled on request (process killed)", utcnow())
+        error = "the run's process ended without recording an exit code" + _tail(rundir)
+        return _Outcome("Failed", JobStatus.FAILED, None, error, utcnow())
+    code = int(exit_info["exit_code"])
+    ended = _parse_time(exit_info.get("ended_at")) or utcnow()
+    if code == 0:
+        return _Outcome("Completed", JobStatus.COMPLETED, 0, None, ended)
+    if run.cancel_requested:
+        return _Outcome("Canceled", JobStatus.CANCELED, code, "canceled on request", ended)
+    return _Outcome("Failed", JobStatus.FAILED, code, _failure(code, rundir), ended)
 
 
 def _argv(arg: Arg) -> str:
