@@ -66,26 +66,28 @@ async def _events(runtime: Runtime, job_id: str, offset: int) -> AsyncIterator[S
     attempt: int | None = None  # the attempt being streamed; a retry starts a new log at byte 0
     while True:
         try:
-            job, chunk = await asyncio.to_thread(_read, runtime, job_id, offset, limit, attempt)
+            job, chunk, finished = await asyncio.to_thread(_read, runtime, job_id, offset, limit, attempt)
         except (SQLAlchemyError, OSError) as exc:
             # A locked database or a busy disk must not end a stream while the job runs.
             log.warning("reading the log of job %s failed; retrying: %s", job_id, exc)
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
             continue
-        if job is None:
+        if job is None or chunk is None:
             yield ServerSentEvent(json.dumps({"detail": f"job {job_id!r} no longer exists"}), event="error")
             return
-        if chunk is None:
-            attempt, offset = job.attempt, 0
-            yield ServerSentEvent(json.dumps({"attempt": attempt}), event="attempt", id="0")
-            continue
-        attempt = job.attempt
         if chunk.text:
             yield ServerSentEvent(chunk.text, event="log", id=str(chunk.next_offset), retry=retry)
             retry = None
         read_bytes = chunk.next_offset - offset
-        stalled = read_bytes == 0 and not chunk.text
         offset = chunk.next_offset
+        if finished:
+            # An earlier attempt's log is complete: drain it, then go on with the next attempt.
+            if read_bytes == 0 and attempt is not None:
+                attempt, offset = attempt + 1, 0
+                yield ServerSentEvent(json.dumps({"attempt": attempt}), event="attempt", id="0")
+            continue
+        attempt = job.attempt
+        stalled = read_bytes == 0 and not chunk.text
         # A finished run whose log ends in a cut-off character can make no more progress.
         if chunk.eof or (stalled and JobStatus(job.status).is_terminal()):
             yield ServerSentEvent(_end(job, offset), event="end", id=str(offset))
@@ -96,16 +98,17 @@ async def _events(runtime: Runtime, job_id: str, offset: int) -> AsyncIterator[S
 
 def _read(
     runtime: Runtime, job_id: str, offset: int, limit: int, attempt: int | None
-) -> tuple[Job | None, LogChunk | None]:
-    """The job and its next chunk; no chunk when the job moved on to another attempt."""
+) -> tuple[Job | None, LogChunk | None, bool]:
+    """The job, its next log chunk, and whether that chunk is from an attempt that has ended."""
     # The job is read before the file: a terminal status seen here means the file is complete.
     with runtime.db.session() as session:
         job = session.get(Job, job_id)
     if job is None:
-        return None, None
-    if attempt is not None and job.attempt != attempt:
-        return job, None
-    return job, artifacts.read_log(job, runtime.job_dir(job), offset=offset, limit=limit)
+        return None, None, False
+    if attempt is not None and attempt < job.attempt:
+        earlier = runtime.run_dir(job_id, attempt)
+        return job, artifacts.read_log(job, earlier, offset=offset, limit=limit), True
+    return job, artifacts.read_log(job, runtime.job_dir(job), offset=offset, limit=limit), False
 
 
 def _end(job: Job, next_offset: int) -> str:
