@@ -2,7 +2,7 @@
 
 Each is also runnable alone: `python -m bench.http_api`, `bench.poller`, `bench.trainer`,
 `bench.local_throughput`. Results go to bench/results/<name>.json; a full run takes ~25 minutes
-on 2 cores, `--quick` about 10 (quick figures are for checking the harness, not for quoting).
+on 2 cores, `--quick` about 12 (quick figures are for checking the harness, not for quoting).
 """
 
 from __future__ import annotations
