@@ -50,9 +50,14 @@ def read_log(job: Job, rundir: RunDir, *, offset: int, limit: int) -> LogChunk:
             data = handle.read(limit)
     except FileNotFoundError:
         size, data = 0, b""
-    data = _whole_characters(data)
-    next_offset = min(offset, size) + len(data)
-    eof = JobStatus(job.status).is_terminal() and next_offset >= size
+    start = min(offset, size)
+    finished = JobStatus(job.status).is_terminal()
+    if not (finished and start + len(data) >= size):
+        # A character cut off at the end comes whole with the next read; a finished log that
+        # ends mid-character has no next read, so its last bytes are decoded as they are.
+        data = _whole_characters(data)
+    next_offset = start + len(data)
+    eof = finished and next_offset >= size
     return LogChunk(
         job_id=job.id, offset=offset, next_offset=next_offset, text=data.decode("utf-8", errors="replace"), eof=eof
     )

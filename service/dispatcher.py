@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
-from service.errors import BackendError
+from service.errors import BackendError, NotFound
 from service.loop import BackgroundLoop
 from service.runtime import Runtime
 from service.states import JobStatus
@@ -21,7 +21,15 @@ log = logging.getLogger(__name__)
 
 _ACTIVE = [s.value for s in JobStatus if s.is_active()]
 CLAIM_BATCH = 200
+_GONE = "compute target no longer exists"
 MAX_BACKOFF_SECONDS = 60.0
+
+
+def _count_by_target(session: Session, statuses: list[str]) -> dict[str, int]:
+    rows = session.exec(
+        select(Job.compute_target, func.count()).where(col(Job.status).in_(statuses)).group_by(col(Job.compute_target))
+    ).all()
+    return {str(target): int(count) for target, count in rows}
 
 
 class Dispatcher:
@@ -49,46 +57,58 @@ class Dispatcher:
     def _claim(self) -> list[str]:
         """Mark as many queued jobs `starting` as capacity allows; add unfinished submits."""
         now = self._clock()
-        with self.runtime.db.write_session() as session:
-            pending = session.exec(
-                select(Job).where(
-                    col(Job.status).in_([JobStatus.STARTING.value, JobStatus.CANCELING.value]),
-                    col(Job.run_id).is_(None),
-                )
-            ).all()
-            claimed = [j.id for j in pending if j.id not in self._inflight and self._due(j.id, now)]
-            active = dict(
-                session.exec(
-                    select(Job.compute_target, func.count())
-                    .where(col(Job.status).in_(_ACTIVE))
-                    .group_by(col(Job.compute_target))
-                ).all()
-            )
-            queued = session.exec(
-                select(Job).where(Job.status == JobStatus.QUEUED.value).order_by(col(Job.id)).limit(CLAIM_BATCH)
-            ).all()
-            for job in queued:
-                try:
-                    backend = self.runtime.backends.for_target(job.compute_target)
-                except Exception:
-                    job.status, job.error, job.ended_at = (
-                        JobStatus.FAILED.value,
-                        "compute target no longer exists",
-                        utcnow(),
+        # Decide with a plain read first: most wake-ups find every slot taken, and then
+        # they must not queue up for the write lock that API requests need.
+        with self.runtime.db.session() as session:
+            pending = [
+                job_id
+                for job_id in session.exec(
+                    select(Job.id).where(
+                        col(Job.status).in_([JobStatus.STARTING.value, JobStatus.CANCELING.value]),
+                        col(Job.run_id).is_(None),
                     )
-                    session.add(job)
-                    continue
-                limit = backend.capacity(job.compute_target)
-                used = active.get(job.compute_target, 0)
-                if limit is not None and used >= limit:
-                    continue
-                active[job.compute_target] = used + 1
-                job.status, job.updated_at = JobStatus.STARTING.value, utcnow()
-                session.add(job)
-                claimed.append(job.id)
-            session.commit()
+                ).all()
+                if job_id not in self._inflight and self._due(job_id, now)
+            ]
+            waiting = _count_by_target(session, [JobStatus.QUEUED.value])
+            active = _count_by_target(session, _ACTIVE)
+        free = self._free_slots(waiting, active)
+        claimed = list(pending)
+        if free:
+            with self.runtime.db.write_session() as session:
+                for target, slots in free.items():
+                    queued = session.exec(
+                        select(Job)
+                        .where(Job.status == JobStatus.QUEUED.value, Job.compute_target == target)
+                        .order_by(col(Job.id))
+                        .limit(slots)
+                    ).all()
+                    for job in queued:
+                        if slots == 0:  # a target whose backend is gone: fail its jobs
+                            job.status, job.error, job.ended_at = JobStatus.FAILED.value, _GONE, utcnow()
+                        else:
+                            job.status = JobStatus.STARTING.value
+                            claimed.append(job.id)
+                        job.updated_at = utcnow()
+                        session.add(job)
+                session.commit()
         self._inflight.update(claimed)
         return claimed
+
+    def _free_slots(self, queued: dict[str, int], active: dict[str, int]) -> dict[str, int]:
+        """Target -> how many of its queued jobs to start now (0: the target no longer exists)."""
+        free: dict[str, int] = {}
+        for target, waiting in queued.items():
+            try:
+                backend = self.runtime.backends.for_target(target)
+            except NotFound:
+                free[target] = 0
+                continue
+            limit = backend.capacity(target)
+            slots = CLAIM_BATCH if limit is None else limit - active.get(target, 0)
+            if slots > 0:
+                free[target] = min(slots, waiting, CLAIM_BATCH)
+        return free
 
     def _due(self, job_id: str, now: float) -> bool:
         attempt = self._retry_at.get(job_id)

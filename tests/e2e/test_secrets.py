@@ -32,7 +32,8 @@ def test_secrets_never_leave_the_process(server_factory: Callable[..., LiveServe
         for path in ("/v1/jobs", "/v1/compute", "/readyz", "/metrics", "/openapi.json", "/v1/datasets"):
             for headers in (good, bad, {}):
                 bodies.append(http.get(path, headers=headers).text)
-        job = {"experiment": "secrets", "source": "testscripts", "script": "sleeper.py", "compute_target": "cpu-cluster"}
+        job = {"experiment": "secrets", "source": "testscripts", "script": "sleeper.py",
+               "compute_target": "cpu-cluster"}
         bodies.append(http.post("/v1/jobs", json=job, headers=good).text)
         bodies.append(http.post("/v1/jobs", json={"experiment": API_KEY}, headers=bad).text)
         bodies.append(http.post("/v1/jobs", content=b"{" + API_KEY.encode(), headers=good).text)

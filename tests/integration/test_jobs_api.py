@@ -185,3 +185,14 @@ def test_resource_registration(client: TestClient) -> None:
     assert_problem(client.post("/v1/datasets", json={"name": "x"}), 422, "exactly one")
     ds = client.post("/v1/datasets", json={"name": "remote", "uri": "https://example.org/mnist/"})
     assert (ds.status_code, ds.json()["version"]) == (201, 1)
+
+
+def test_a_finished_log_that_ends_mid_character_still_reaches_eof(client: TestClient, settings: Any) -> None:
+    job_id = wait_for(client, client.post("/v1/jobs", json=script_job("sleeper.py")).json()["id"])["id"]
+    log = settings.runs_dir / job_id / "user_logs" / "std_log.txt"
+    log.write_bytes(log.read_bytes() + "é".encode()[:1])  # a run killed halfway through writing "é"
+    offset, chunks = 0, 0
+    while not (chunk := client.get(f"/v1/jobs/{job_id}/logs", params={"offset": offset, "limit": 5}).json())["eof"]:
+        offset, chunks = chunk["next_offset"], chunks + 1
+        assert chunks < 1000
+    assert chunk["next_offset"] == log.stat().st_size
