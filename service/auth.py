@@ -57,7 +57,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def require_api_key(
+async def require_api_key(  # async: a hash and a compare need no worker thread
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Every /v1 route depends on this; it does nothing while no keys are configured."""

