@@ -44,7 +44,9 @@ JOB_TAG = "runyard_job_id"
 REMOTE_LOGS = (LOG_NAME, "azureml-logs/70_driver_log.txt")
 # Statuses before the script runs: there is no log or metric to read yet.
 BEFORE_SCRIPT = frozenset({"NotStarted", "Unapproved", "Queued", "Preparing", "Provisioning", "Starting"})
-# One page of `runs:query` is 500 runs, newest first; runs older than that are read one by one.
+# One page of `runs:query` is 500 runs, newest first. The scan reads further pages while the
+# experiment has many active runs (a page per 500 beats 500 single reads), then stops; runs
+# older than that are read one by one.
 LIST_SCAN_LIMIT = 500
 RECENT_RUNS = 50
 # The poller waits 120 s for a poll; stop starting detail reads well before that.
@@ -177,7 +179,8 @@ class AzureMLBackend:
 
         def scan() -> dict[str, Any]:
             found: dict[str, Any] = {}
-            for run in islice(experiment.get_runs(), LIST_SCAN_LIMIT):
+            pages = max(1, -(-2 * len(wanted) // LIST_SCAN_LIMIT))  # whole pages, twice the active runs
+            for run in islice(experiment.get_runs(), pages * LIST_SCAN_LIMIT):
                 if run.id in wanted:
                     found[run.id] = run
                     if len(found) == len(wanted):

@@ -465,3 +465,13 @@ def test_check_reports_an_authentication_failure(fake: FakeAzure, clock: FakeClo
     clock.advance(11)
     backend.check()  # ...but after a pause
     assert isinstance(fake.auths[-1], fake.sdk().ServicePrincipalAuthentication)
+
+
+def test_many_active_runs_are_found_by_listing_more_pages(tmp_path: Path, fake: FakeAzure,
+                                                          backend: AzureMLBackend) -> None:
+    runs = [fake.add_run(experiment=EXPERIMENT, tags={}) for _ in range(600)]
+    fake.reset_calls()
+    updates = backend.poll([ref_for(request(tmp_path), r.run_id) for r in runs])
+    assert len(updates) == 600
+    assert fake.calls["Run.__init__"] == 0  # no run read alone
+    assert fake.calls["Experiment.get_runs"] == 1
