@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 _ACTIVE = [s.value for s in JobStatus if s.is_active()]
 BACKEND_CALL_TIMEOUT = 120.0
+_IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
 
 
 class Poller:
@@ -111,9 +112,15 @@ class Poller:
         """Store the updates in one transaction; True when some job reached its end."""
         finished = False
         now = self._now()
-        with self.runtime.db.write_session() as session:
+        with self.runtime.db.write_session() as session, session.no_autoflush:
+            ids = [job_id for job_id, _ in updates]
+            jobs = {
+                job.id: job
+                for start in range(0, len(ids), _IN_CHUNK)
+                for job in session.exec(select(Job).where(col(Job.id).in_(ids[start : start + _IN_CHUNK])))
+            }
             for job_id, update in updates:
-                job = session.get(Job, job_id)
+                job = jobs.get(job_id)
                 if job is None or JobStatus(job.status).is_terminal() or job.run_id != update.run_id:
                     continue
                 session.add_all(
