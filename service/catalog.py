@@ -95,7 +95,13 @@ def create_dataset(session: Session, *, spec: DatasetCreate, settings: Settings)
         raise InvalidRequest("give exactly one of path (a server folder) or uri")
     path = None
     if spec.path is not None:
-        folder = Path(spec.path).resolve()
+        try:
+            folder = Path(spec.path).resolve()
+            folder.stat()  # surfaces what the OS refuses (NUL bytes, unencodable names) as 422
+        except FileNotFoundError:
+            pass  # reported below, once we know it is inside an allowed root
+        except (ValueError, OSError) as exc:
+            raise InvalidRequest(f"path is not a usable folder name: {exc}") from exc
         roots = [settings.data_dir.resolve(), *(r.resolve() for r in settings.dataset_roots)]
         if not any(folder.is_relative_to(root) for root in roots):
             raise InvalidRequest(f"path must be inside one of: {', '.join(map(str, roots))}")

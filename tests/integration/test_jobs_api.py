@@ -196,3 +196,10 @@ def test_a_finished_log_that_ends_mid_character_still_reaches_eof(client: TestCl
         offset, chunks = chunk["next_offset"], chunks + 1
         assert chunks < 1000
     assert chunk["next_offset"] == log.stat().st_size
+
+
+@pytest.mark.parametrize("path", ["bad\\u0000path", "\\udc80", "/usr/share/datasets/nope"])
+def test_dataset_paths_the_os_refuses_are_422(client: TestClient, path: str) -> None:
+    # Found by schemathesis: a NUL byte in a dataset path was a 500.
+    body = '{"name": "x", "path": "' + path + '"}'
+    assert_problem(client.post("/v1/datasets", content=body, headers={"content-type": "application/json"}), 422)
