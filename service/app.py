@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
             catalog.seed_defaults(session, settings=cfg)
         runtime = Runtime(settings=cfg, db=db, backends=Backends(backends(cfg)), metrics=metrics)
         metrics.watch_jobs(db)
-        dispatcher = Dispatcher(runtime)
+        # The poller is built below; the dispatcher reaches it through the runtime's hook.
+        dispatcher = Dispatcher(runtime, on_submitted=lambda: runtime.wake_poller())
         sweeper = Sweeper(runtime, on_launched=dispatcher.loop.wake, on_canceled=lambda: runtime.wake_poller())
 
         def job_finished() -> None:  # a job that ends may free a slot in its sweep, too
@@ -72,7 +73,6 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
 
         poller = Poller(runtime, on_finished=job_finished)
         runtime.wake_sweeper = sweeper.loop.wake
-        dispatcher._on_submitted = poller.loop.wake
         runtime.wake_dispatcher, runtime.wake_poller = dispatcher.loop.wake, poller.loop.wake
         for backend in runtime.backends.unique():
             if isinstance(backend, LocalBackend):

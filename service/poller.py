@@ -38,6 +38,7 @@ class Poller:
         self.runtime = runtime
         self._on_finished = on_finished
         self._now = now
+        self._forced: set[str] = set()  # jobs whose cancel is past the grace period: kill
         self.loop = BackgroundLoop("poller", self.tick, runtime.settings.poll_interval_seconds)
 
     async def tick(self) -> None:
@@ -55,6 +56,13 @@ class Poller:
         groups: dict[Backend, list[RunRef]] = defaultdict(list)
         with self.runtime.db.session() as session:
             jobs = session.exec(select(Job).where(col(Job.status).in_(_ACTIVE), col(Job.run_id).is_not(None))).all()
+        grace, now = self.runtime.settings.cancel_grace_seconds, self._now()
+        # Decided here, from the rows just read, rather than re-reading each job before its cancel.
+        self._forced = {
+            job.id
+            for job in jobs
+            if job.cancel_requested_at is not None and (now - job.cancel_requested_at).total_seconds() >= grace
+        }
         for job in jobs:
             try:
                 backend = self.runtime.backends.for_target(job.compute_target)
@@ -79,20 +87,13 @@ class Poller:
         return [(by_run[u.run_id], u) for u in updates if u.run_id in by_run]
 
     async def _cancel(self, backend: Backend, refs: list[RunRef]) -> None:
-        grace = self.runtime.settings.cancel_grace_seconds
         for ref in refs:
-            force = await asyncio.to_thread(self._past_grace, ref.job_id, grace)
+            force = ref.job_id in self._forced
             try:
                 with self.runtime.metrics.backend_call(backend.kind, "cancel"):
                     await asyncio.wait_for(asyncio.to_thread(backend.cancel, ref, force=force), BACKEND_CALL_TIMEOUT)
             except (BackendError, TimeoutError) as exc:
                 log.warning("cancel of job %s failed; will retry: %s", ref.job_id, exc)
-
-    def _past_grace(self, job_id: str, grace: float) -> bool:
-        with self.runtime.db.session() as session:
-            job = session.get(Job, job_id)
-        asked = job.cancel_requested_at if job else None
-        return asked is not None and (self._now() - asked).total_seconds() >= grace
 
     def _enforce_deadlines(self) -> bool:
         with self.runtime.db.write_session() as session:
