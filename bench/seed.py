@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, insert
 
-from service import migrate
-from service.ids import new_id
-from service.tables import Experiment, Job, MetricPoint
+from service.core.ids import new_id
+from service.db import migrate
+from service.db.tables import Experiment, Job, MetricPoint
 
 # Only terminal states: an active seeded job would be polled (and failed) by the service.
 STATUS_WEIGHTS = {"completed": 0.8, "failed": 0.15, "canceled": 0.05}

@@ -24,9 +24,9 @@ from service.app import create_app
 from service.backends.azureml import JOB_TAG, AzureMLBackend
 from service.backends.base import Backend
 from service.backends.local import LocalBackend
-from service.logging_setup import configure_logging
-from service.poller import Poller
-from service.settings import Settings
+from service.core.logs import configure_logging
+from service.core.settings import Settings
+from service.jobs.poller import Poller
 from tests.fakes.azureml import WORKSPACE_SETTINGS, FakeAzure, FakeClock, RunScript
 
 TARGET = "cpu-cluster"

@@ -34,7 +34,7 @@ from bench.common import (
     say,
     write_results,
 )
-from service.offline_data import FASHION_MNIST_DIR, fashion_mnist_available
+from service.catalog.offline_data import FASHION_MNIST_DIR, fashion_mnist_available
 
 TRAIN = REPO_ROOT / "trainer" / "train.py"
 REGULARIZATION = "0.5"  # the tutorial's ScriptRunConfig argument

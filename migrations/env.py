@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
+import service.db.tables  # noqa: F401 - registers the tables on SQLModel.metadata
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import service.tables  # noqa: F401 - registers the tables on SQLModel.metadata
-from service.settings import Settings
+from service.core.settings import Settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlmodel
 
-import service.tables
+import service.db.tables
 from alembic import op
 ${imports if imports else ""}
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from service.core.settings import get_settings
 from service.server import serve
-from service.settings import get_settings
 
 
 def main() -> None:

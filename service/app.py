@@ -7,24 +7,28 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import catalog, migrate
-from service.api import docs_assets, health, jobs, models, problems, resources, telemetry
-from service.api import sweeps as sweep_routes
+from service.api import docs_assets, health, problems, telemetry
+from service.api.auth import ApiKeys, is_loopback, require_api_key
 from service.api.docs import ERRORS
-from service.auth import ApiKeys, is_loopback, require_api_key
+from service.api.middleware import BodySizeLimit, RequestObservability
 from service.backends.base import Backend, BackgroundWork
 from service.backends.local import LocalBackend
-from service.backends.registry import Backends
-from service.db import Database
-from service.dispatcher import Dispatcher
-from service.errors import PayloadTooLarge
-from service.observability import Metrics, RequestObservability
-from service.poller import Poller
+from service.backends.targets import Backends
+from service.catalog import routes as catalog_routes
+from service.catalog import service as catalog
+from service.core.metrics import Metrics
+from service.core.settings import Settings, get_settings
+from service.db import migrate
+from service.db.engine import Database
+from service.jobs import routes as job_routes
+from service.jobs.dispatcher import Dispatcher
+from service.jobs.metrics import JobsByStatus
+from service.jobs.poller import Poller
+from service.models import routes as model_routes
 from service.runtime import Runtime
-from service.settings import Settings, get_settings
-from service.sweeper import Sweeper
+from service.sweeps import routes as sweep_routes
+from service.sweeps.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ model versions. Errors are `application/problem+json` (RFC 9457).
 """
 
 BackendFactory = Callable[[Settings], list[Backend]]
-V1_ROUTERS = (jobs.router, models.router, resources.router, sweep_routes.router)
+V1_ROUTERS = (job_routes.router, model_routes.router, catalog_routes.router, sweep_routes.router)
 
 
 def default_backends(settings: Settings) -> list[Backend]:
@@ -62,7 +66,7 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
         with db.write_session() as session:
             catalog.seed_defaults(session, settings=cfg)
         runtime = Runtime(settings=cfg, db=db, backends=Backends(backends(cfg)), metrics=metrics)
-        metrics.watch_jobs(db)
+        metrics.watch(JobsByStatus(db))
         # The poller is built below; the dispatcher reaches it through the runtime's hook.
         dispatcher = Dispatcher(runtime, on_submitted=lambda: runtime.wake_poller())
         sweeper = Sweeper(runtime, on_launched=dispatcher.loop.wake, on_canceled=lambda: runtime.wake_poller())
@@ -93,7 +97,7 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
             for backend in runtime.backends.unique():
                 if isinstance(backend, BackgroundWork):
                     backend.stop()
-            metrics.unwatch_jobs()
+            metrics.unwatch()
             db.dispose()
 
     app = FastAPI(
@@ -116,39 +120,3 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
     app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_body_bytes)
     app.add_middleware(RequestObservability, metrics=metrics)  # outermost: even a 413 gets a request id
     return app
-
-
-class BodySizeLimit:
-    """Refuses request bodies over `max_bytes` with 413, before they are parsed."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _too_large(scope, receive, send, self.max_bytes)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited, send)
-
-
-async def _too_large(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
-    from starlette.requests import Request
-
-    response = problems.problem(413, "Payload too large", f"request body exceeds {max_bytes} bytes",
-                                Request(scope, receive))
-    await response(scope, receive, send)

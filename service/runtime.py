@@ -8,15 +8,15 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from service import catalog
 from service.backends.base import Arg, DatasetInput, EnvironmentSpec, RunRef, SubmitRequest
-from service.backends.registry import Backends
-from service.db import Database
-from service.observability import Metrics
-from service.rundir import RunDir
-from service.settings import Settings
-from service.supervision import run_key
-from service.tables import Job
+from service.backends.targets import Backends
+from service.catalog import service as catalog
+from service.core.metrics import Metrics
+from service.core.rundir import RunDir
+from service.core.settings import Settings
+from service.db.engine import Database
+from service.db.tables import Job
+from service.jobs.supervision import run_key
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uvicorn
 
 from service.app import create_app
-from service.logging_setup import configure_logging
-from service.settings import Settings
+from service.core.logs import configure_logging
+from service.core.settings import Settings
 
 
 def serve(settings: Settings) -> None:

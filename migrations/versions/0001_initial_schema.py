@@ -7,11 +7,10 @@ Create Date: 2026-11-27 06:02:58.085567
 
 from collections.abc import Sequence
 
+import service.db.tables
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
-
-import service.tables
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -29,7 +28,7 @@ def upgrade() -> None:
         sa.Column("path", sqlmodel.sql.sqltypes.AutoString(length=4096), nullable=True),
         sa.Column("uri", sqlmodel.sql.sqltypes.AutoString(length=4096), nullable=True),
         sa.Column("description", sqlmodel.sql.sqltypes.AutoString(length=4096), nullable=False),
-        sa.Column("created_at", service.tables.UTCDateTime(), nullable=False),
+        sa.Column("created_at", service.db.tables.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name", "version"),
     )
@@ -41,14 +40,14 @@ def upgrade() -> None:
         sa.Column("python_version", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("pip_packages", sa.JSON(), nullable=False),
         sa.Column("conda_packages", sa.JSON(), nullable=False),
-        sa.Column("created_at", service.tables.UTCDateTime(), nullable=False),
+        sa.Column("created_at", service.db.tables.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name", "version"),
     )
     op.create_table(
         "experiment",
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-        sa.Column("created_at", service.tables.UTCDateTime(), nullable=False),
+        sa.Column("created_at", service.db.tables.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
     op.create_table(
@@ -71,12 +70,12 @@ def upgrade() -> None:
         sa.Column("request_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("metrics_cursor", sa.Integer(), nullable=False),
         sa.Column("files", sa.JSON(), nullable=False),
-        sa.Column("created_at", service.tables.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", service.tables.UTCDateTime(), nullable=False),
-        sa.Column("submitted_at", service.tables.UTCDateTime(), nullable=True),
-        sa.Column("started_at", service.tables.UTCDateTime(), nullable=True),
-        sa.Column("ended_at", service.tables.UTCDateTime(), nullable=True),
-        sa.Column("cancel_requested_at", service.tables.UTCDateTime(), nullable=True),
+        sa.Column("created_at", service.db.tables.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", service.db.tables.UTCDateTime(), nullable=False),
+        sa.Column("submitted_at", service.db.tables.UTCDateTime(), nullable=True),
+        sa.Column("started_at", service.db.tables.UTCDateTime(), nullable=True),
+        sa.Column("ended_at", service.db.tables.UTCDateTime(), nullable=True),
+        sa.Column("cancel_requested_at", service.db.tables.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["experiment"],
             ["experiment.name"],
@@ -96,7 +95,7 @@ def upgrade() -> None:
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("step", sa.Integer(), nullable=True),
         sa.Column("value", sa.Float(), nullable=False),
-        sa.Column("timestamp", service.tables.UTCDateTime(), nullable=False),
+        sa.Column("timestamp", service.db.tables.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["job_id"],
             ["job.id"],
@@ -118,7 +117,7 @@ def upgrade() -> None:
         sa.Column("location", sqlmodel.sql.sqltypes.AutoString(length=4096), nullable=False),
         sa.Column("tags", sa.JSON(), nullable=False),
         sa.Column("metrics", sa.JSON(), nullable=False),
-        sa.Column("created_at", service.tables.UTCDateTime(), nullable=False),
+        sa.Column("created_at", service.db.tables.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["job_id"],
             ["job.id"],

@@ -7,11 +7,10 @@ Create Date: 2026-11-27 06:09:52.019398
 
 from collections.abc import Sequence
 
+import service.db.tables
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
-
-import service.tables
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -30,8 +29,8 @@ def upgrade() -> None:
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("error", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("exit_code", sa.Integer(), nullable=True),
-        sa.Column("started_at", service.tables.UTCDateTime(), nullable=True),
-        sa.Column("ended_at", service.tables.UTCDateTime(), nullable=True),
+        sa.Column("started_at", service.db.tables.UTCDateTime(), nullable=True),
+        sa.Column("ended_at", service.db.tables.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["job_id"],
             ["job.id"],
@@ -49,7 +48,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(), nullable=True))
         batch_op.add_column(sa.Column("backend_errors", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("stop_reason", sqlmodel.sql.sqltypes.AutoString(), nullable=True))
-        batch_op.add_column(sa.Column("backend_status_since", service.tables.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column("backend_status_since", service.db.tables.UTCDateTime(), nullable=True))
 
     # ### end Alembic commands ###
 

@@ -7,11 +7,10 @@ Create Date: 2026-11-27 06:11:53.342794
 
 from collections.abc import Sequence
 
+import service.db.tables
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
-
-import service.tables
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -35,10 +34,10 @@ def upgrade() -> None:
         sa.Column("error", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("idempotency_key", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
         sa.Column("request_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("created_at", service.tables.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", service.tables.UTCDateTime(), nullable=False),
-        sa.Column("ended_at", service.tables.UTCDateTime(), nullable=True),
-        sa.Column("cancel_requested_at", service.tables.UTCDateTime(), nullable=True),
+        sa.Column("created_at", service.db.tables.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", service.db.tables.UTCDateTime(), nullable=False),
+        sa.Column("ended_at", service.db.tables.UTCDateTime(), nullable=True),
+        sa.Column("cancel_requested_at", service.db.tables.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["experiment"], ["experiment.name"]),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("idempotency_key"),

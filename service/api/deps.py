@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlmodel import Session
 
+from service.core.settings import Settings
 from service.runtime import Runtime
-from service.settings import Settings
 
 
 # The dependencies are `async def` although nothing in them awaits: a plain `def` costs every

@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from service.api.deps import RuntimeDep
-from service.errors import BackendError
+from service.api.schemas import Health
+from service.core.errors import BackendError
 from service.runtime import Runtime
-from service.schemas import Health
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 5.0

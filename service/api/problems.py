@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.errors import BackendError, RunyardError
+from service.core.errors import BackendError, RunyardError
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"

@@ -31,11 +31,11 @@ from service.backends.azureml_progress import (
 from service.backends.azureml_sdk import AzureNotFound, AzureSdk, load_sdk
 from service.backends.azureml_workspace import AzureWorkspace
 from service.backends.base import ComputeInfo, DatasetInput, RegisteredModel, RunRef, RunUpdate, SubmitRequest
-from service.errors import BackendError
-from service.rundir import LOG_NAME, RunDir
-from service.settings import Settings
-from service.states import JobStatus, from_azure
-from service.tables import utcnow
+from service.core.clock import utcnow
+from service.core.errors import BackendError
+from service.core.rundir import LOG_NAME, RunDir
+from service.core.settings import Settings
+from service.core.states import JobStatus, from_azure
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.backends.base import MetricSample
-from service.rundir import RunDir
+from service.core.rundir import RunDir
 
 CURSOR_FILE = "azureml_metrics.json"
 KEPT_CURSORS = 8

@@ -14,7 +14,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from service.errors import BackendError
+from service.core.errors import BackendError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,8 +16,8 @@ from typing import Any
 
 from service.backends.azureml_sdk import AzureNotFound, AzureSdk, call_with_timeout
 from service.backends.base import DatasetInput, EnvironmentSpec
-from service.errors import BackendError
-from service.settings import AzureComputeSpec, Settings
+from service.core.errors import BackendError
+from service.core.settings import AzureComputeSpec, Settings
 
 log = logging.getLogger(__name__)
 

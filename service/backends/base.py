@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from service.states import JobStatus
+from service.core.states import JobStatus
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ from service.backends.base import (
     RunUpdate,
     SubmitRequest,
 )
-from service.errors import BackendError
-from service.ids import new_id
-from service.rundir import RunDir
-from service.states import JobStatus
-from service.tables import utcnow
+from service.core.clock import utcnow
+from service.core.errors import BackendError
+from service.core.ids import new_id
+from service.core.rundir import RunDir
+from service.core.states import JobStatus
 
 LOCAL = "local"
 LOG_TAIL_LINES = 20

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from service.cli import app
+from service.cli.main import app
 from tests.e2e.conftest import LiveServer
 
 

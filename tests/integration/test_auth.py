@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from service.api.auth import ApiKeys, digest
 from service.app import create_app
-from service.auth import ApiKeys, digest
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.conftest import script_job
 
 KEY = "k-3f9a1c-secret"

@@ -25,7 +25,7 @@ from service.app import create_app
 from service.backends.azureml import AzureMLBackend
 from service.backends.base import Backend
 from service.backends.local import LocalBackend
-from service.settings import REPO_ROOT, Settings
+from service.core.settings import REPO_ROOT, Settings
 from tests.conftest import script_job, tutorial_job, wait_for
 from tests.fakes.azureml import WORKSPACE_SETTINGS, FakeAzure, RunScript, service_error
 
@@ -301,7 +301,7 @@ def test_no_azureml_import_without_a_workspace(tmp_path: Path) -> None:
         import sys
         from fastapi.testclient import TestClient
         from service.app import create_app, default_backends
-        from service.settings import Settings
+        from service.core.settings import Settings
         settings = Settings(data_dir={str(tmp_path / "data")!r})
         with TestClient(create_app(settings)) as client:
             assert client.get("/readyz").json()["status"] == "ok"

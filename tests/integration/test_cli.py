@@ -16,7 +16,7 @@ import pytest
 from tests.e2e.conftest import LiveServer, free_port, start_server, stop_server
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "runyard"
-CLI = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "service.cli"]
+CLI = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "service.cli.main"]
 TIMEOUT = 300
 SLEEPER = ["--no-tutorial-args", "--source", "testscripts", "--script", "sleeper.py"]
 

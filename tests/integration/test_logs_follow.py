@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.client_protocol import SseEvent, SseParser
-from service.settings import Settings
+from service.client.protocol import SseEvent, SseParser
+from service.core.settings import Settings
 from tests.conftest import script_job, tutorial_job, wait_for
 
 FOLLOW_TIMEOUT = 120.0

@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
-from service.db import Database
-from service.errors import BackendError
-from service.logging_setup import configure_logging, request_id_var
-from service.observability import JobsByStatus, Metrics
-from service.settings import Settings
+from service.core.errors import BackendError
+from service.core.logs import configure_logging, request_id_var
+from service.core.metrics import Metrics
+from service.core.settings import Settings
+from service.db.engine import Database
+from service.jobs.metrics import JobsByStatus
 from tests.conftest import script_job, wait_for
 
 

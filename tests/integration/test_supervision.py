@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.backends.base import Backend, RunRef, RunUpdate, SubmitRequest
 from service.backends.local import LocalBackend
-from service.errors import BackendError
-from service.settings import Settings
-from service.states import JobStatus
+from service.core.errors import BackendError
+from service.core.settings import Settings
+from service.core.states import JobStatus
 from tests.conftest import script_job, wait_for
 
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.integration.sweep_support import max_overlap, scorer_sweep, wait_for_sweep
 
 REGULARIZATIONS = [0.001, 0.01, 0.1, 0.5, 2.0, 10.0]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.tables import Sweep
+from service.db.tables import Sweep
 from tests.conftest import wait_for
 from tests.integration.sweep_support import scorer_sweep, wait_for_sweep
 

@@ -15,7 +15,7 @@ from service.app import create_app
 from service.backends.azureml import AzureMLBackend
 from service.backends.base import Backend
 from service.backends.local import LocalBackend
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.fakes.azureml import WORKSPACE_SETTINGS, FakeAzure, FakeClock, RunScript, tutorial_script
 from tests.integration.sweep_support import max_overlap, wait_for_sweep
 

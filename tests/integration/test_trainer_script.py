@@ -16,7 +16,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
-from service.offline_data import DIGITS_FILES, write_digits_dataset
+from service.catalog.offline_data import DIGITS_FILES, write_digits_dataset
 from trainer.train import build_model, build_parser
 from trainer.utils import load_mnist
 

@@ -16,9 +16,9 @@ from azureml.exceptions import AuthenticationException
 
 from service.backends.azureml import AzureMLBackend
 from service.backends.base import DatasetInput, EnvironmentSpec, RunRef, RunUpdate, SubmitRequest
-from service.errors import BackendError
-from service.settings import REPO_ROOT, Settings
-from service.states import JobStatus
+from service.core.errors import BackendError
+from service.core.settings import REPO_ROOT, Settings
+from service.core.states import JobStatus
 from tests.fakes.azureml import WORKSPACE_SETTINGS, FakeAzure, FakeClock, RunScript, service_error
 
 EXPERIMENT = "Tutorial-sklearn-mnist"

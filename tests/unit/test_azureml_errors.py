@@ -16,7 +16,7 @@ from azureml.exceptions import (
 )
 
 from service.backends.azureml_sdk import AzureNotFound, call_with_timeout, translate
-from service.errors import BackendError
+from service.core.errors import BackendError
 from tests.fakes.azureml import service_error
 
 

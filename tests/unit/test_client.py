@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.client import (
+from service.client.http import (
     ApiError,
     AsyncClient,
     Client,
@@ -20,9 +20,9 @@ from service.client import (
     StreamInterrupted,
     WaitTimeout,
 )
-from service.client_protocol import SseParser
-from service.schemas import TUTORIAL_JOB, JobPublic
-from service.states import JobStatus
+from service.client.protocol import SseParser
+from service.core.states import JobStatus
+from service.jobs.schemas import TUTORIAL_JOB, JobPublic
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = Settings(_env_file=None)  # type: ignore[call-arg]

@@ -1,4 +1,4 @@
-"""service.offline_data: the bundled digits dataset and Debian's Fashion-MNIST."""
+"""service.catalog.offline_data: the bundled digits dataset and Debian's Fashion-MNIST."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from service.offline_data import (
+from service.catalog.offline_data import (
     DIGITS_FILES,
     FASHION_MNIST_DIR,
     digits_dataset_valid,

@@ -1,11 +1,11 @@
-"""service.early_stop: median stopping and bandit, on hand-made metric histories."""
+"""service.sweeps.early_stop: median stopping and bandit, on hand-made metric histories."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.early_stop import evaluation_step, verdict
-from service.sweep_schemas import BanditStopping, MedianStopping
+from service.sweeps.early_stop import evaluation_step, verdict
+from service.sweeps.schemas import BanditStopping, MedianStopping
 
 
 def flat(value: float, steps: int) -> list[tuple[int, float]]:

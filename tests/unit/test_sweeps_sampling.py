@@ -1,4 +1,4 @@
-"""service.sweep_sampling: what a sweep request must satisfy, and the plan of child parameters."""
+"""service.sweeps.sampling: what a sweep request must satisfy, and the plan of child parameters."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from service.errors import InvalidRequest
-from service.sweep_sampling import grid_size, plan, validate
-from service.sweep_schemas import SweepCreate
+from service.core.errors import InvalidRequest
+from service.sweeps.sampling import grid_size, plan, validate
+from service.sweeps.schemas import SweepCreate
 
 
 def sweep(**overrides: Any) -> SweepCreate:

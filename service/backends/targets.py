@@ -1,0 +1,32 @@
+"""Which backend serves which compute target."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from service.backends.base import Backend
+from service.core.errors import NotFound
+
+
+class Backends:
+    """Compute target name -> the backend that runs jobs there."""
+
+    def __init__(self, backends: Iterable[Backend]) -> None:
+        self._unique = list(backends)
+        self._by_target: dict[str, Backend] = {}
+        for backend in self._unique:
+            for target in backend.targets():
+                self._by_target[target] = backend
+
+    def for_target(self, target: str) -> Backend:
+        """The backend of `target`; an unknown target is a 404."""
+        try:
+            return self._by_target[target]
+        except KeyError:
+            raise NotFound(f"compute target {target!r} does not exist") from None
+
+    def targets(self) -> list[str]:
+        return list(self._by_target)
+
+    def unique(self) -> list[Backend]:
+        return list(self._unique)

@@ -1,0 +1,72 @@
+"""API models of experiments, environments, datasets and compute targets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from service.core.schemas import ExperimentName, Name, Strict
+
+
+class ExperimentCreate(Strict):
+    name: ExperimentName
+
+
+class ExperimentPublic(BaseModel):
+    name: str
+    created_at: datetime
+
+
+class EnvironmentCreate(Strict):
+    name: Name
+    python_version: Annotated[str, StringConstraints(pattern=r"^3\.\d{1,2}(\.\d{1,3})?$")] = "3.11"
+    pip_packages: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=255)]], Field(max_length=200)
+    ] = Field(default_factory=list)
+    conda_packages: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=255)]], Field(max_length=200)
+    ] = Field(default_factory=list)
+
+
+class EnvironmentPublic(BaseModel):
+    name: str
+    version: int
+    python_version: str
+    pip_packages: list[str]
+    conda_packages: list[str]
+    created_at: datetime
+
+
+class DatasetCreate(Strict):
+    """A new version of a file dataset: a server-side folder, or a URL for Azure targets."""
+
+    name: Name
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    uri: (
+        Annotated[str, StringConstraints(pattern=r"^(https?|wasbs?|abfss?|adl|azureml)://.+", max_length=4096)] | None
+    ) = None
+    description: Annotated[str, StringConstraints(max_length=4096)] = ""
+
+
+class DatasetPublic(BaseModel):
+    name: str
+    version: int
+    path: str | None
+    uri: str | None
+    description: str
+    created_at: datetime
+
+
+class ComputePublic(BaseModel):
+    name: str
+    kind: Literal["local", "amlcompute"]
+    state: str
+    max_concurrent: int | None = None
+    active_jobs: int
+    vm_size: str | None = None
+    min_nodes: int | None = None
+    max_nodes: int | None = None
+    current_nodes: int | None = None
+    error: str | None = None

@@ -1,0 +1,174 @@
+"""Experiments, environments and datasets: create, find, list, and the built-in ones."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from service.catalog import offline_data
+from service.catalog.schemas import DatasetCreate, EnvironmentCreate
+from service.core.errors import Conflict, InvalidRequest, NotFound
+from service.core.settings import Settings
+from service.db.pagination import keyset_page
+from service.db.tables import Dataset, Environment, Experiment
+
+log = logging.getLogger(__name__)
+
+TUTORIAL_ENV = EnvironmentCreate(
+    name="tutorial-env",
+    python_version="3.11",
+    pip_packages=["azureml-dataset-runtime[pandas,fuse]", "azureml-defaults"],
+    conda_packages=["scikit-learn==1.9.1"],
+)
+
+
+def ensure_experiment(session: Session, *, name: str) -> Experiment:
+    """The experiment called `name`, created on first use as Azure ML does."""
+    found = session.get(Experiment, name)
+    if found is None:
+        found = Experiment(name=name)
+        session.add(found)
+        session.flush()
+    return found
+
+
+def create_experiment(session: Session, *, name: str) -> Experiment:
+    """A new experiment; an existing name is a 409."""
+    if session.get(Experiment, name) is not None:
+        raise Conflict(f"experiment {name!r} already exists")
+    experiment = Experiment(name=name)
+    session.add(experiment)
+    session.commit()
+    return experiment
+
+
+def list_experiments(session: Session, *, limit: int, cursor: str | None) -> tuple[list[Experiment], str | None]:
+    return keyset_page(
+        session, select(Experiment), [col(Experiment.name)], lambda e: [e.name], limit=limit, cursor=cursor
+    )
+
+
+def create_environment(session: Session, *, spec: EnvironmentCreate) -> Environment:
+    """Register `spec` as the next version of its environment."""
+    latest = session.exec(select(func.max(Environment.version)).where(Environment.name == spec.name)).one()
+    env = Environment(
+        name=spec.name,
+        version=(latest or 0) + 1,
+        python_version=spec.python_version,
+        pip_packages=list(spec.pip_packages),
+        conda_packages=list(spec.conda_packages),
+    )
+    session.add(env)
+    session.commit()
+    return env
+
+
+def get_environment(session: Session, *, name: str, version: int | None) -> Environment:
+    """A version of an environment (latest when None); missing is a 404."""
+    stmt = select(Environment).where(Environment.name == name)
+    stmt = stmt.where(Environment.version == version) if version else stmt.order_by(col(Environment.version).desc())
+    env = session.exec(stmt.limit(1)).first()
+    if env is None:
+        what = f"environment {name!r}" + (f" version {version}" if version else "")
+        raise NotFound(f"{what} does not exist")
+    return env
+
+
+def list_environments(session: Session, *, limit: int, cursor: str | None) -> tuple[list[Environment], str | None]:
+    return keyset_page(
+        session,
+        select(Environment),
+        [col(Environment.name), col(Environment.version)],
+        lambda e: [e.name, e.version],
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+def create_dataset(session: Session, *, spec: DatasetCreate, settings: Settings) -> Dataset:
+    """Register a new version of a dataset from a server folder or a URL."""
+    if (spec.path is None) == (spec.uri is None):
+        raise InvalidRequest("give exactly one of path (a server folder) or uri")
+    path = None
+    if spec.path is not None:
+        try:
+            folder = Path(spec.path).resolve()
+            folder.stat()  # surfaces what the OS refuses (NUL bytes, unencodable names) as 422
+        except FileNotFoundError:
+            pass  # reported below, once we know it is inside an allowed root
+        except (ValueError, OSError) as exc:
+            raise InvalidRequest(f"path is not a usable folder name: {exc}") from exc
+        roots = [settings.data_dir.resolve(), *(r.resolve() for r in settings.dataset_roots)]
+        if not any(folder.is_relative_to(root) for root in roots):
+            raise InvalidRequest(f"path must be inside one of: {', '.join(map(str, roots))}")
+        if not folder.is_dir():
+            raise InvalidRequest(f"path {spec.path!r} is not a folder on the server")
+        path = str(folder)
+    return _add_dataset_version(session, name=spec.name, path=path, uri=spec.uri, description=spec.description)
+
+
+def _add_dataset_version(
+    session: Session, *, name: str, path: str | None, uri: str | None, description: str
+) -> Dataset:
+    latest = session.exec(select(func.max(Dataset.version)).where(Dataset.name == name)).one()
+    dataset = Dataset(name=name, version=(latest or 0) + 1, path=path, uri=uri, description=description)
+    session.add(dataset)
+    session.commit()
+    return dataset
+
+
+def get_dataset(session: Session, *, name: str, version: int | None) -> Dataset:
+    """A version of a dataset (latest when None); missing is a 404."""
+    stmt = select(Dataset).where(Dataset.name == name)
+    stmt = stmt.where(Dataset.version == version) if version else stmt.order_by(col(Dataset.version).desc())
+    dataset = session.exec(stmt.limit(1)).first()
+    if dataset is None:
+        what = f"dataset {name!r}" + (f" version {version}" if version else "")
+        raise NotFound(f"{what} does not exist")
+    return dataset
+
+
+def list_datasets(session: Session, *, limit: int, cursor: str | None) -> tuple[list[Dataset], str | None]:
+    return keyset_page(
+        session,
+        select(Dataset),
+        [col(Dataset.name), col(Dataset.version)],
+        lambda d: [d.name, d.version],
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+def seed_defaults(session: Session, *, settings: Settings) -> None:
+    """Create what exists from the start: tutorial-env, and the offline datasets."""
+    try:
+        if session.exec(select(Environment).where(Environment.name == TUTORIAL_ENV.name)).first() is None:
+            create_environment(session, spec=TUTORIAL_ENV)
+        digits = settings.datasets_dir / "digits" / "1"
+        offline_data.write_digits_dataset(digits)
+        if session.exec(select(Dataset).where(Dataset.name == "digits")).first() is None:
+            _add_dataset_version(
+                session,
+                name="digits",
+                path=str(digits),
+                uri=None,
+                description="scikit-learn's handwritten digits as MNIST-style IDX files",
+            )
+        fashion = offline_data.FASHION_MNIST_DIR
+        if offline_data.fashion_mnist_available(fashion) and (
+            session.exec(select(Dataset).where(Dataset.name == "fashion-mnist")).first() is None
+        ):
+            _add_dataset_version(
+                session,
+                name="fashion-mnist",
+                path=str(fashion),
+                uri=None,
+                description="Fashion-MNIST from Debian's dataset-fashion-mnist",
+            )
+    except IntegrityError:
+        # Another process seeded at the same moment; what it wrote is what we wanted.
+        session.rollback()

@@ -1,0 +1,1 @@
+"""`runyard`: the command line, one module per group of commands, all on `service.client`."""

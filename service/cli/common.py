@@ -1,0 +1,131 @@
+"""What every `runyard` command shares: the client from --url/--api-key, output, errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from service.client.http import DEFAULT_URL, ApiError, Client, StreamInterrupted, WaitTimeout
+from service.core.states import JobStatus
+from service.jobs.schemas import JobPublic
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1  # the job ended `failed`
+EXIT_USAGE = 2  # typer's own code for bad options
+EXIT_JOB_CANCELED = 3
+EXIT_API_ERROR = 4  # the service refused, or could not be reached
+EXIT_TIMEOUT = 5
+EXIT_INTERRUPTED = 130
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+STATUS_STYLE = {
+    JobStatus.QUEUED: "blue", JobStatus.STARTING: "blue", JobStatus.RUNNING: "cyan",
+    JobStatus.FINALIZING: "cyan", JobStatus.CANCELING: "magenta", JobStatus.COMPLETED: "green",
+    JobStatus.FAILED: "bold red", JobStatus.CANCELED: "yellow",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which service the commands talk to (from --url/--api-key or RUNYARD_URL/RUNYARD_API_KEY)."""
+
+    url: str
+    api_key: str | None
+
+    def client(self) -> Client:
+        return Client(self.url, api_key=self.api_key)
+
+
+def target(ctx: typer.Context) -> Target:
+    """The `Target` the main callback stored on the context."""
+    found = ctx.find_object(Target)
+    return found if found is not None else Target(DEFAULT_URL, None)
+
+
+def fail(message: str, code: int = EXIT_API_ERROR) -> NoReturn:
+    """Print `message` on stderr and exit with `code`."""
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def api_errors(where: Target) -> Iterator[None]:
+    """Turn client errors into one readable line and an exit code."""
+    try:
+        yield
+    except ApiError as exc:
+        fail(f"{exc.title} ({exc.status}): {exc.detail}")
+    except httpx.ConnectError:
+        fail(f"cannot reach runyard at {where.url}; is it running? (`runyard serve`, or set RUNYARD_URL)")
+    except httpx.HTTPError as exc:
+        fail(f"talking to {where.url} failed: {exc}")
+    except StreamInterrupted as exc:
+        fail(str(exc))
+    except WaitTimeout as exc:
+        fail(str(exc), EXIT_TIMEOUT)
+    except KeyboardInterrupt:
+        err.print("interrupted; the job keeps running on the service")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def emit_json(value: BaseModel | list[BaseModel] | dict[str, Any]) -> None:
+    """One JSON document on stdout."""
+    if isinstance(value, BaseModel):
+        data: Any = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        data = [v.model_dump(mode="json") for v in value]
+    else:
+        data = value
+    typer.echo(json.dumps(data, indent=2))
+
+
+def exit_code(status: JobStatus) -> int:
+    """The process exit code for a job that ended in `status`."""
+    return {JobStatus.COMPLETED: EXIT_OK, JobStatus.CANCELED: EXIT_JOB_CANCELED}.get(status, EXIT_JOB_FAILED)
+
+
+def styled(status: JobStatus) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status.value}[/]"
+
+
+def when(value: datetime | None) -> str:
+    """A timestamp in local time, to the second."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def duration(job: JobPublic) -> str:
+    """How long the job ran (so far)."""
+    if job.started_at is None:
+        return "-"
+    seconds = int(((job.ended_at or datetime.now(UTC)) - job.started_at).total_seconds())
+    minutes, seconds = divmod(max(seconds, 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def metrics_table(metrics: dict[str, float]) -> Table:
+    table = Table("metric", "value", box=None, header_style="bold")
+    for name, value in sorted(metrics.items()):
+        table.add_row(name, f"{value:.6g}")
+    return table
+
+
+def summary(job: JobPublic, metrics: dict[str, float]) -> None:
+    """The final lines of `submit --follow`, `logs -f` and `submit --wait`."""
+    out.print(f"job {job.id} {styled(job.status)}" + (f": {job.error}" if job.error else ""))
+    if metrics:
+        out.print(metrics_table(metrics))

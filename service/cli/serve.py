@@ -1,0 +1,39 @@
+"""`runyard serve`: run the service in this terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from service.cli.common import EXIT_USAGE, fail
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` to `app`."""
+    app.command()(serve)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [RUNYARD_HOST, 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [RUNYARD_PORT, 8000].")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Runs, models, db [RUNYARD_DATA_DIR, .runyard].")] = None,
+    log_format: Annotated[str | None, typer.Option(help="json or text [RUNYARD_LOG_FORMAT, json].")] = None,
+) -> None:
+    """Start the service (the same as `python -m service`); other settings come from RUNYARD_* variables."""
+    # Imported here: the client commands start faster without the server's dependencies.
+    from pydantic import ValidationError
+
+    from service.core.settings import Settings
+    from service.server import serve as run_server
+
+    overrides: dict[str, Any] = {k: v for k, v in
+                                 {"host": host, "port": port, "data_dir": data_dir, "log_format": log_format}.items()
+                                 if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        fail(f"invalid settings: {exc}", EXIT_USAGE)
+    run_server(settings)
+

@@ -1,0 +1,287 @@
+"""`runyard sweep | sweeps | sweep-show | sweep-cancel`: sweeps from the command line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from service.cli.common import (
+    EXIT_JOB_CANCELED,
+    EXIT_JOB_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    JsonOption,
+    Target,
+    api_errors,
+    err,
+    fail,
+    out,
+    target,
+    when,
+)
+from service.client.protocol import client_headers, raise_for_problem
+from service.sweeps.schemas import SweepDetail, SweepPublic, SweepStatus
+
+DEFAULT_MODEL_PATH = "outputs/sklearn_mnist_model.pkl"
+# The tutorial's knob over four decades, as in DESIGN.md's example.
+DEFAULT_SPACE = {"--regularization": {"type": "loguniform", "low": 0.001, "high": 10}}
+EXIT_CODES = {SweepStatus.COMPLETED: EXIT_OK, SweepStatus.CANCELED: EXIT_JOB_CANCELED}
+SweepId = Annotated[str, typer.Argument(help="The sweep's id.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the sweep commands to `app`."""
+    app.command("sweep")(sweep_command)
+    app.command("sweeps")(sweeps_command)
+    app.command("sweep-show")(show_command)
+    app.command("sweep-cancel")(cancel_command)
+
+
+def sweep_command(
+    ctx: typer.Context,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="A search dimension, repeatable: NAME=choice:A,B,C, NAME=uniform:LOW,HIGH or "
+                        "NAME=loguniform:LOW,HIGH (default: regularization=loguniform:0.001,10).")] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="A sweep request as JSON (see POST /v1/sweeps); options given here override it.")] = None,
+    experiment: Annotated[str | None, typer.Option(
+        help="Experiment of the children (default: Tutorial-sklearn-mnist).")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset bound to --data-folder, NAME or NAME:VERSION.")] = "digits",
+    compute_target: Annotated[str | None, typer.Option(help="Compute target (default: local).")] = None,
+    arg: Annotated[list[str] | None, typer.Option(
+        "--arg", help="A fixed script argument for every child, NAME=VALUE; repeatable.")] = None,
+    sampling: Annotated[str | None, typer.Option(
+        help="grid or random (default: grid if every param is a choice).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of random sampling.")] = None,
+    max_total_runs: Annotated[int | None, typer.Option(
+        help="How many children (default: random 8, grid the whole grid).")] = None,
+    max_concurrent_runs: Annotated[int | None, typer.Option(help="Children running at once (default: 2).")] = None,
+    primary_metric: Annotated[str | None, typer.Option(
+        help="The metric that ranks children (default: accuracy).")] = None,
+    minimize: Annotated[bool, typer.Option("--minimize", help="Lower is better (default: higher).")] = False,
+    early_termination: Annotated[str | None, typer.Option(help="median or bandit.")] = None,
+    delay_evaluation: Annotated[int, typer.Option(help="First step early termination applies at.")] = 0,
+    slack_factor: Annotated[float, typer.Option(help="Bandit's slack factor.")] = 0.1,
+    register_best: Annotated[str | None, typer.Option(
+        help="Register the best child's model under this name.")] = None,
+    model_path: Annotated[str, typer.Option(help="The model file in the children's outputs.")] = DEFAULT_MODEL_PATH,
+    idempotency_key: Annotated[str | None, typer.Option(
+        help="Retries with the same key return the same sweep.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Show progress until the sweep ends.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="With --wait: give up after this many seconds.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a sweep: train the tutorial's model over a search space and keep the best child.
+
+    Exit code with --wait: 0 completed, 1 failed, 3 canceled, 4 API error, 5 timeout.
+    """
+    body = _load(file) if file else {}
+    job: dict[str, Any] = body.setdefault("job", {"arguments": ["--data-folder", _dataset(dataset)]})
+    job["experiment"] = experiment or job.get("experiment") or "Tutorial-sklearn-mnist"
+    if compute_target is not None:
+        job["compute_target"] = compute_target
+    job["arguments"] = [*job.get("arguments", []), *_fixed_args(arg or [])]
+    if param:
+        body["search_space"] = dict(_dimension(p) for p in param)
+    body.setdefault("search_space", DEFAULT_SPACE)
+    all_choice = all(d.get("type") == "choice" for d in body["search_space"].values())
+    body["sampling"] = sampling or body.get("sampling") or ("grid" if all_choice else "random")
+    if body["sampling"] == "random":
+        body.setdefault("max_total_runs", 8)
+    given = (("seed", seed), ("max_total_runs", max_total_runs), ("max_concurrent_runs", max_concurrent_runs),
+             ("primary_metric", primary_metric), ("goal", "minimize" if minimize else None))
+    body.update({key: value for key, value in given if value is not None})
+    body.setdefault("max_concurrent_runs", 2)
+    body.setdefault("primary_metric", "accuracy")
+    if early_termination:
+        policy: dict[str, Any] = {"policy": early_termination, "delay_evaluation": delay_evaluation}
+        body["early_termination"] = policy | ({"slack_factor": slack_factor} if early_termination == "bandit" else {})
+    if register_best:
+        body["register_best"] = {"model_name": register_best, "model_path": model_path}
+
+    where = target(ctx)
+    with api_errors(where), _http(where) as http:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        sweep = _detail(http.post("/v1/sweeps", json=body, headers=headers))
+        if wait:
+            raise typer.Exit(_watch(http, sweep, timeout, as_json=as_json))
+        if as_json:
+            typer.echo(sweep.model_dump_json(indent=2))
+        else:
+            out.print(f"started sweep [bold]{sweep.id}[/]: {sweep.progress.total} children, "
+                      f"{sweep.max_concurrent_runs} at a time")
+            out.print(f"  watch it: runyard sweep-show --wait {sweep.id}")
+
+
+def sweeps_command(
+    ctx: typer.Context,
+    status: Annotated[SweepStatus | None, typer.Option(help="Only sweeps in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List sweeps, newest first."""
+    where = target(ctx)
+    params: dict[str, Any] = {"limit": limit} | ({"status": status.value} if status else {})
+    with api_errors(where), _http(where) as http:
+        response = http.get("/v1/sweeps", params=params)
+        raise_for_problem(response)
+        items = [SweepPublic.model_validate(s) for s in response.json()["items"]]
+    if as_json:
+        typer.echo(json.dumps([s.model_dump(mode="json") for s in items], indent=2))
+        return
+    table = Table("sweep", "status", "progress", "best", "created", header_style="bold")
+    for s in items:
+        best = f"{s.primary_metric} {s.best_metric:.4g}" if s.best_metric is not None else "-"
+        table.add_row(s.id, s.status.value, f"{s.progress.done}/{s.progress.total}", best, when(s.created_at))
+    out.print(table if items else "no sweeps yet")
+
+
+def show_command(
+    ctx: typer.Context, sweep_id: SweepId,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Show progress until the sweep ends.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="With --wait: give up after this many seconds.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a sweep and its table of children."""
+    where = target(ctx)
+    with api_errors(where), _http(where) as http:
+        sweep = _detail(http.get(f"/v1/sweeps/{sweep_id}"))
+        if wait:
+            raise typer.Exit(_watch(http, sweep, timeout, as_json=as_json))
+    _report(sweep, as_json=as_json)
+
+
+def cancel_command(ctx: typer.Context, sweep_id: SweepId) -> None:
+    """Cancel a sweep: no more children start, running ones are canceled."""
+    where = target(ctx)
+    with api_errors(where), _http(where) as http:
+        sweep = _detail(http.post(f"/v1/sweeps/{sweep_id}/cancel"))
+    out.print(f"sweep {sweep.id} {sweep.status.value}")
+
+
+def progress_line(sweep: SweepPublic) -> str:
+    """One line: where the sweep is and the best child so far."""
+    p = sweep.progress
+    line = f"sweep {sweep.id} {sweep.status.value}: {p.done}/{p.total} done, {p.active} active"
+    line += "".join(f", {n} {what}" for n, what in ((p.failed, "failed"), (p.early_terminated, "stopped early")) if n)
+    if sweep.best_metric is not None:
+        line += f"; best {sweep.primary_metric} {sweep.best_metric:.4g} (job {sweep.best_job_id})"
+    return line
+
+
+def children_table(sweep: SweepDetail) -> Table:
+    """The children: job, parameters, status, primary metric; the best one starred."""
+    table = Table("#", "job", "params", "status", sweep.primary_metric, header_style="bold")
+    for child in sweep.children:
+        value = "-" if child.primary_metric is None else f"{child.primary_metric:.4f}"
+        star = " *" if child.job_id == sweep.best_job_id else ""
+        status = child.status.value + (" (stopped early)" if child.early_terminated else "")
+        params = " ".join(f"{k}={v}" for k, v in child.params.items())
+        table.add_row(str(child.index), child.job_id, params, status, value + star)
+    return table
+
+
+def _watch(http: httpx.Client, sweep: SweepDetail, timeout: float | None, *, as_json: bool) -> int:
+    """Refresh the progress line until the sweep ends (or `timeout`), then print the table."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = progress_line(sweep)
+    with _status(last) as update:
+        while not sweep.status.is_terminal():
+            if deadline is not None and time.monotonic() >= deadline:
+                err.print(f"sweep {sweep.id} still {sweep.status.value} after {timeout}s")
+                return EXIT_TIMEOUT
+            time.sleep(1.0)
+            sweep = _detail(http.get(f"/v1/sweeps/{sweep.id}"))
+            if (line := progress_line(sweep)) != last:
+                update(line)
+                last = line
+    _report(sweep, as_json=as_json)
+    return EXIT_CODES.get(sweep.status, EXIT_JOB_FAILED)
+
+
+def _report(sweep: SweepDetail, *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(sweep.model_dump_json(indent=2))
+        return
+    out.print(children_table(sweep))
+    out.print(progress_line(sweep) + (f" [red]{sweep.error}[/]" if sweep.error else ""))
+    if sweep.registered_model:
+        out.print(f"registered {sweep.registered_model.name} version {sweep.registered_model.version}")
+
+
+@contextlib.contextmanager
+def _status(first: str) -> Iterator[Any]:
+    """A live status line on a terminal; elsewhere, one printed line per change."""
+    if not err.is_terminal:
+        err.print(first)
+        yield err.print
+        return
+    with err.status(first, spinner="dots") as spinner:
+        yield spinner.update
+
+
+def _http(where: Target) -> httpx.Client:
+    return httpx.Client(base_url=where.url.rstrip("/"), headers=client_headers(where.api_key, None), timeout=30.0)
+
+
+def _detail(response: httpx.Response) -> SweepDetail:
+    raise_for_problem(response)
+    return SweepDetail.model_validate(response.json())
+
+
+def _load(file: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(file.read_text() if str(file) != "-" else typer.get_text_stream("stdin").read())
+    except (OSError, ValueError) as exc:
+        fail(f"--file {file}: {exc}", EXIT_USAGE)
+    if not isinstance(body, dict):
+        fail(f"--file {file}: expected a JSON object", EXIT_USAGE)
+    return body
+
+
+def _dataset(text: str) -> dict[str, Any]:
+    name, _, version = text.partition(":")
+    return {"dataset": name, "mode": "mount"} | ({"version": int(version)} if version.isdigit() else {})
+
+
+def _fixed_args(items: list[str]) -> list[Any]:
+    found: list[Any] = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip("-"):
+            fail(f"--arg {item!r}: expected NAME=VALUE", EXIT_USAGE)
+        found += [name if name.startswith("-") else f"--{name}", _scalar(value)]
+    return found
+
+
+def _dimension(text: str) -> tuple[str, dict[str, Any]]:
+    """`regularization=loguniform:0.001,10` -> ("--regularization", {...})."""
+    name, _, spec = text.partition("=")
+    kind, _, values = spec.partition(":")
+    flag = name if name.startswith("-") else f"--{name}"
+    items = [_scalar(v) for v in values.split(",") if v]
+    if kind == "choice" and items:
+        return flag, {"type": "choice", "values": items}
+    if kind in ("uniform", "loguniform") and len(items) == 2:
+        return flag, {"type": kind, "low": items[0], "high": items[1]}
+    fail(f"--param {text!r}: expected NAME=choice:A,B | NAME=uniform:LOW,HIGH | NAME=loguniform:LOW,HIGH", EXIT_USAGE)
+
+
+def _scalar(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            number = kind(text)
+        except ValueError:
+            continue
+        return number if math.isfinite(number) else text
+    return text

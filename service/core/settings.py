@@ -1,0 +1,139 @@
+"""Service configuration; the only module that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class AzureComputeSpec(BaseModel):
+    """An Azure ML cluster runyard attaches, or creates with these settings when missing."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9-]{1,23}$")
+    vm_size: str = "STANDARD_D2_V2"
+    min_nodes: int = Field(default=0, ge=0)
+    # azureml-core's provisioning_configuration refuses a missing max_nodes (facts §2).
+    max_nodes: int = Field(default=4, ge=1)
+    idle_seconds_before_scaledown: int = Field(default=1800, ge=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> AzureComputeSpec:
+        if self.name.lower() in {"local", "amlcompute", "containerinstance"}:
+            raise ValueError(f"{self.name!r} is a reserved compute target name")
+        if self.max_nodes < self.min_nodes:
+            raise ValueError("max_nodes must be >= min_nodes")
+        return self
+
+
+def _azure_credential(variable: str) -> SecretStr | None:
+    # Read without the RUNYARD_ prefix: these are the names every Azure SDK and CLI uses.
+    return Field(default=None, validation_alias=AliasChoices(variable, variable.lower()))
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, from `RUNYARD_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNYARD_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    data_dir: Path = Path(".runyard")
+    database_url: str | None = None
+    local_max_concurrent: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    poll_interval_seconds: float = Field(default=2.0, gt=0)
+    cancel_grace_seconds: float = Field(default=10.0, ge=0)
+    # No job stays active forever: limits on waiting, running, silence and unconfirmed cancels.
+    queue_timeout_seconds: float = Field(default=86_400.0, gt=0)
+    max_run_duration_seconds: int = Field(default=2_592_000, gt=0)  # Azure ML's own default: 30 days
+    not_responding_timeout_seconds: float = Field(default=1_800.0, gt=0)
+    cancel_confirm_seconds: float = Field(default=120.0, gt=0)
+    cancel_abandon_seconds: float = Field(default=3_600.0, gt=0)
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_log_read_bytes: int = Field(default=1_048_576, ge=1024)
+    # Comma-separated keys; or their SHA-256 hex digests, so no plain key sits in the environment.
+    api_keys: SecretStr | None = None
+    api_key_hashes: list[str] = Field(default_factory=list)
+    # Extra server-side script folders a job may name as its `source`.
+    sources: dict[str, Path] = Field(default_factory=dict)
+    # Folders a dataset registered by path may live in (besides data_dir).
+    dataset_roots: list[Path] = Field(default_factory=lambda: [Path("/usr/share/datasets")])
+    log_level: str = "INFO"
+    # One JSON object per line for log shippers; "text" for reading in a terminal.
+    log_format: Literal["json", "text"] = "json"
+    # Comment lines sent on an idle `logs?follow=true` stream so proxies and clients see it alive.
+    log_follow_heartbeat_seconds: float = Field(default=15.0, gt=0)
+
+    # Azure ML: a config.json path, or subscription + resource group + workspace name.
+    # Unset: the local target only, and azureml is never imported.
+    azureml_config: Path | None = None
+    azureml_subscription_id: str | None = None
+    azureml_resource_group: str | None = None
+    azureml_workspace_name: str | None = None
+    azureml_cloud: str = "AzureCloud"
+    azureml_compute_targets: list[AzureComputeSpec] = Field(
+        default_factory=lambda: [AzureComputeSpec(name="cpu-cluster")]
+    )
+    # Every SDK call runs in its own thread and is abandoned after this long.
+    azureml_call_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Per poll cycle, at most this many runs get their metrics, log and files read...
+    azureml_poll_detail_budget: int = Field(default=10, ge=1)
+    # ...and a running run's are re-read at most this often (status changes are read at once).
+    azureml_detail_refresh_seconds: float = Field(default=10.0, ge=0)
+    azure_tenant_id: SecretStr | None = _azure_credential("AZURE_TENANT_ID")
+    azure_client_id: SecretStr | None = _azure_credential("AZURE_CLIENT_ID")
+    azure_client_secret: SecretStr | None = _azure_credential("AZURE_CLIENT_SECRET")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _whole_azure_workspace(self) -> Settings:
+        named = [self.azureml_subscription_id, self.azureml_resource_group, self.azureml_workspace_name]
+        if self.azureml_config is None and any(named) and not all(named):
+            raise ValueError("set all of RUNYARD_AZUREML_SUBSCRIPTION_ID, _RESOURCE_GROUP and _WORKSPACE_NAME")
+        names = [t.name for t in self.azureml_compute_targets]
+        if len(set(names)) != len(names):
+            raise ValueError("azureml_compute_targets has duplicate names")
+        return self
+
+    @property
+    def azureml_configured(self) -> bool:
+        """True when an Azure ML workspace is configured."""
+        return self.azureml_config is not None or bool(self.azureml_workspace_name)
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database URL, or the SQLite file in the data dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'runyard.db'}"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    def source_folders(self) -> dict[str, Path]:
+        """Named script folders; `trainer` (this repo's trainer/) is built in."""
+        return {"trainer": REPO_ROOT / "trainer", **self.sources}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings` instead."""
+    return Settings()

@@ -1,0 +1,182 @@
+"""SQLModel tables. Responses never expose these; see each feature's `schemas`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from service.core.clock import utcnow
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite keeps no offsets."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:  # noqa: ARG002
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:  # noqa: ARG002
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _when(*, nullable: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_type=UTCDateTime, nullable=True)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Experiment(SQLModel, table=True):
+    name: str = Field(primary_key=True, max_length=255)
+    created_at: datetime = _when()
+
+
+class Environment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=255)
+    version: int
+    python_version: str = Field(max_length=32)
+    pip_packages: list[str] = Field(default_factory=list, sa_type=JSON)
+    conda_packages: list[str] = Field(default_factory=list, sa_type=JSON)
+    created_at: datetime = _when()
+
+
+class Dataset(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=255)
+    version: int
+    path: str | None = Field(default=None, max_length=4096)
+    uri: str | None = Field(default=None, max_length=4096)
+    description: str = Field(default="", max_length=4096)
+    created_at: datetime = _when()
+
+
+class Sweep(SQLModel, table=True):
+    """A search over a job's arguments; its children are ordinary jobs (`Job.sweep_id`)."""
+
+    __table_args__ = (Index("ix_sweep_status_id", "status", "id"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    experiment: str = Field(foreign_key="experiment.name", max_length=255)
+    status: str = Field(max_length=16)
+    # The request as accepted, and every child's parameters sampled up front: a restart
+    # resumes the same plan instead of drawing new values.
+    spec: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    plan: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    best_job_id: str | None = Field(default=None, max_length=32)
+    best_metric: float | None = None
+    # Children the early-termination policy stopped: job id -> why.
+    terminated: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    model_name: str | None = Field(default=None, max_length=255)
+    model_version: int | None = None
+    error: str | None = None
+    idempotency_key: str | None = Field(default=None, max_length=255, unique=True)
+    request_hash: str = Field(max_length=64)
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+    ended_at: datetime | None = _when(nullable=True)
+    cancel_requested_at: datetime | None = _when(nullable=True)
+
+
+class Job(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_job_experiment_status_id", "experiment", "status", "id"),
+        Index("ix_job_status_id", "status", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    experiment: str = Field(foreign_key="experiment.name", max_length=255)
+    source: str = Field(max_length=255)
+    script: str = Field(max_length=1024)
+    # Dataset arguments are stored with their version pinned at submit time.
+    arguments: list[Any] = Field(default_factory=list, sa_type=JSON)
+    compute_target: str = Field(max_length=255)
+    environment: str = Field(max_length=255)
+    environment_version: int
+    tags: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    status: str = Field(max_length=16)
+    backend_status: str | None = Field(default=None, max_length=64)
+    run_id: str | None = Field(default=None, max_length=255, unique=True)
+    error: str | None = Field(default=None)
+    exit_code: int | None = None
+    idempotency_key: str | None = Field(default=None, max_length=255, unique=True)
+    request_hash: str = Field(max_length=64)
+    # How far the poller has read the run's metrics (meaning is the backend's own).
+    metrics_cursor: int = 0
+    files: list[str] = Field(default_factory=list, sa_type=JSON)
+    # Retries: a failed run is resubmitted as a new attempt while attempt <= max_retries.
+    max_retries: int = 0
+    attempt: int = 1
+    max_run_duration_seconds: int | None = None
+    # The latest transient problem (backend unreachable...), cleared once things work again.
+    last_error: str | None = None
+    backend_errors: int = 0
+    # Why runyard itself stopped the run (timeout, heartbeat); the job then ends failed.
+    stop_reason: str | None = None
+    backend_status_since: datetime | None = _when(nullable=True)
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+    submitted_at: datetime | None = _when(nullable=True)
+    started_at: datetime | None = _when(nullable=True)
+    ended_at: datetime | None = _when(nullable=True)
+    cancel_requested_at: datetime | None = _when(nullable=True)
+    # A sweep's child: which sweep, its place in the sweep's plan, the values it was given.
+    sweep_id: str | None = Field(default=None, foreign_key="sweep.id", max_length=32, index=True)
+    sweep_index: int | None = None
+    sweep_params: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+
+
+class MetricPoint(SQLModel, table=True):
+    __table_args__ = (Index("ix_metricpoint_job_name_id", "job_id", "name", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", max_length=32)
+    name: str = Field(max_length=255)
+    step: int | None = None
+    value: float
+    timestamp: datetime = _when()
+
+
+class ModelVersion(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=255)
+    version: int
+    job_id: str | None = Field(default=None, foreign_key="job.id", max_length=32)
+    run_id: str | None = Field(default=None, max_length=255)
+    experiment: str | None = Field(default=None, max_length=255)
+    model_path: str = Field(max_length=1024)
+    # Where the registered copy lives: a folder under data_dir/models, or an Azure model id.
+    location: str = Field(max_length=4096)
+    tags: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = _when()
+
+
+class JobAttempt(SQLModel, table=True):
+    """One finished run of a job that was retried."""
+
+    __table_args__ = (UniqueConstraint("job_id", "attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", max_length=32, index=True)
+    attempt: int
+    run_id: str | None = Field(default=None, max_length=255)
+    status: str = Field(max_length=16)
+    error: str | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = _when(nullable=True)
+    ended_at: datetime | None = _when(nullable=True)

@@ -1,0 +1,99 @@
+"""What a run leaves: metrics, log text, output files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from service.core.errors import NotFound
+from service.core.rundir import RunDir, clean_relative
+from service.core.states import JobStatus
+from service.db.pagination import decode_cursor, encode_cursor, keyset_page
+from service.db.tables import Job, MetricPoint
+from service.jobs.schemas import FilePublic, LogChunk
+
+
+def latest_metrics(session: Session, *, job_id: str) -> dict[str, float]:
+    """The last logged value of each metric of a job."""
+    last = (
+        select(func.max(MetricPoint.id))
+        .where(MetricPoint.job_id == job_id)
+        .group_by(col(MetricPoint.name))
+        .scalar_subquery()
+    )
+    rows = session.exec(select(MetricPoint.name, MetricPoint.value).where(col(MetricPoint.id).in_(last)))
+    return {str(name): float(value) for name, value in rows}
+
+
+def metric_history(
+    session: Session, *, job_id: str, name: str, limit: int, cursor: str | None
+) -> tuple[list[MetricPoint], str | None]:
+    """Every logged point of one metric, in logging order."""
+    stmt = select(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.name == name)
+    points, next_cursor = keyset_page(
+        session, stmt, [col(MetricPoint.id)], lambda p: [p.id], limit=limit, cursor=cursor
+    )
+    if not points and cursor is None:
+        raise NotFound(f"job {job_id} has no metric {name!r}")
+    return points, next_cursor
+
+
+def read_log(job: Job, rundir: RunDir, *, offset: int, limit: int) -> LogChunk:
+    """Up to `limit` bytes of the run's log from byte `offset`, cut on a character boundary."""
+    try:
+        with open(rundir.log, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(min(offset, size))
+            data = handle.read(limit)
+    except FileNotFoundError:
+        size, data = 0, b""
+    start = min(offset, size)
+    finished = JobStatus(job.status).is_terminal()
+    if not (finished and start + len(data) >= size):
+        # A character cut off at the end comes whole with the next read; a finished log that
+        # ends mid-character has no next read, so its last bytes are decoded as they are.
+        data = _whole_characters(data)
+    next_offset = start + len(data)
+    eof = finished and next_offset >= size
+    return LogChunk(
+        job_id=job.id, offset=offset, next_offset=next_offset, text=data.decode("utf-8", errors="replace"), eof=eof
+    )
+
+
+def _whole_characters(data: bytes) -> bytes:
+    """Drop a UTF-8 sequence cut off at the end; the next read starts with it."""
+    for cut in range(1, min(4, len(data)) + 1):
+        lead = data[-cut]
+        if lead & 0xC0 != 0x80:  # found the start byte of the last character
+            width = 1 if lead < 0x80 else 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4
+            return data[:-cut] if width > cut else data
+    return data
+
+
+def list_files(job: Job, rundir: RunDir, *, limit: int, cursor: str | None) -> tuple[list[FilePublic], str | None]:
+    """The run's files by path, with sizes where a local copy exists."""
+    paths = sorted(job.files)
+    if cursor is not None:
+        after = decode_cursor(cursor, 1)[0]
+        paths = [p for p in paths if p > after]
+    page = paths[:limit]
+    items = [FilePublic(path=p, size=_size(rundir.root / p)) for p in page]
+    return items, encode_cursor([page[-1]]) if len(paths) > limit else None
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size if path.is_file() and not path.is_symlink() else None
+    except OSError:
+        return None
+
+
+def check_file(job: Job, path: str) -> str:
+    """`path` normalised, provided it is one of the run's files (else 422 or 404)."""
+    clean = clean_relative(path)
+    if clean not in job.files:
+        raise NotFound(f"job {job.id} has no file {clean!r}")
+    return clean

@@ -1,0 +1,116 @@
+"""`GET /v1/jobs/{id}/logs?follow=true`: the run's log as server-sent events until the job ends.
+
+Events: `log` (data = the text, id = the byte offset after it; send it back as `Last-Event-ID`
+to resume with no gap and no repeat), comment heartbeats while nothing happens, `attempt` when
+a failed run is retried (the new attempt's log starts again at byte 0), and one final `end`
+whose data is JSON with the job's final status. A stream that closes without `end` was
+cut (restart, network): the job may still be running, and the client should reconnect.
+SSE turns CR and CRLF inside `data` into LF; the offsets always count the file's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from sqlalchemy.exc import SQLAlchemyError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from service.core.errors import InvalidRequest
+from service.core.states import JobStatus
+from service.db.tables import Job
+from service.jobs import artifacts
+from service.jobs.schemas import LogChunk
+from service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# How often an idle stream looks for new bytes; reads are a stat and a short file read.
+FOLLOW_POLL_SECONDS = 0.5
+# Reconnect delay suggested to EventSource clients.
+RETRY_MS = 2000
+STREAM_DOC = {
+    "text/event-stream": {
+        "schema": {"type": "string"},
+        "example": 'id: 27\nevent: log\ndata: Data folder: /data/digits\n\n'
+                   'event: end\nid: 1432\ndata: {"status": "completed", "exit_code": 0, "error": null, '
+                   '"next_offset": 1432}\n\n',
+    }
+}
+
+
+def resume_offset(offset: int, last_event_id: str | None) -> int:
+    """Where a stream starts: `Last-Event-ID` (a reconnect) wins over the `offset` query."""
+    if last_event_id is None or not last_event_id.strip():
+        return offset
+    text = last_event_id.strip()
+    if not text.isdigit():
+        raise InvalidRequest("Last-Event-ID must be a byte offset (a non-negative integer)")
+    return int(text)
+
+
+def follow(runtime: Runtime, job_id: str, *, offset: int) -> EventSourceResponse:
+    """The streaming response for one job's log from byte `offset`."""
+    return EventSourceResponse(
+        _events(runtime, job_id, offset),
+        ping=runtime.settings.log_follow_heartbeat_seconds,
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+async def _events(runtime: Runtime, job_id: str, offset: int) -> AsyncIterator[ServerSentEvent]:
+    limit = runtime.settings.max_log_read_bytes
+    retry: int | None = RETRY_MS
+    attempt: int | None = None  # the attempt being streamed; a retry starts a new log at byte 0
+    while True:
+        try:
+            job, chunk, finished = await asyncio.to_thread(_read, runtime, job_id, offset, limit, attempt)
+        except (SQLAlchemyError, OSError) as exc:
+            # A locked database or a busy disk must not end a stream while the job runs.
+            log.warning("reading the log of job %s failed; retrying: %s", job_id, exc)
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+            continue
+        if job is None or chunk is None:
+            yield ServerSentEvent(json.dumps({"detail": f"job {job_id!r} no longer exists"}), event="error")
+            return
+        if chunk.text:
+            yield ServerSentEvent(chunk.text, event="log", id=str(chunk.next_offset), retry=retry)
+            retry = None
+        read_bytes = chunk.next_offset - offset
+        offset = chunk.next_offset
+        if finished:
+            # An earlier attempt's log is complete: drain it, then go on with the next attempt.
+            if read_bytes == 0 and attempt is not None:
+                attempt, offset = attempt + 1, 0
+                yield ServerSentEvent(json.dumps({"attempt": attempt}), event="attempt", id="0")
+            continue
+        attempt = job.attempt
+        stalled = read_bytes == 0 and not chunk.text
+        # A finished run whose log ends in a cut-off character can make no more progress.
+        if chunk.eof or (stalled and JobStatus(job.status).is_terminal()):
+            yield ServerSentEvent(_end(job, offset), event="end", id=str(offset))
+            return
+        if read_bytes < limit:  # caught up with the writer; a full read means more is waiting
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _read(
+    runtime: Runtime, job_id: str, offset: int, limit: int, attempt: int | None
+) -> tuple[Job | None, LogChunk | None, bool]:
+    """The job, its next log chunk, and whether that chunk is from an attempt that has ended."""
+    # The job is read before the file: a terminal status seen here means the file is complete.
+    with runtime.db.session() as session:
+        job = session.get(Job, job_id)
+    if job is None:
+        return None, None, False
+    if attempt is not None and attempt < job.attempt:
+        earlier = runtime.run_dir(job_id, attempt)
+        return job, artifacts.read_log(job, earlier, offset=offset, limit=limit), True
+    return job, artifacts.read_log(job, runtime.job_dir(job), offset=offset, limit=limit), False
+
+
+def _end(job: Job, next_offset: int) -> str:
+    return json.dumps({"status": job.status, "exit_code": job.exit_code, "error": job.error,
+                       "next_offset": next_offset})

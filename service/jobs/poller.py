@@ -1,0 +1,167 @@
+"""Reconciles active jobs with their backends' runs: status, metrics, files, cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from service.backends.base import Backend, RunRef, RunUpdate
+from service.core.clock import utcnow
+from service.core.errors import BackendError, IllegalTransition
+from service.core.loop import BackgroundLoop
+from service.core.states import JobStatus
+from service.db.tables import Job, MetricPoint
+from service.jobs import supervision
+from service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_ACTIVE = [s.value for s in JobStatus if s.is_active()]
+BACKEND_CALL_TIMEOUT = 120.0
+_IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
+
+
+class Poller:
+    """One tick: read every active run once per backend, store what changed."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        on_finished: Callable[[], None] = lambda: None,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.runtime = runtime
+        self._on_finished = on_finished
+        self._now = now
+        self._forced: set[str] = set()  # jobs whose cancel is past the grace period: kill
+        self.loop = BackgroundLoop("poller", self.tick, runtime.settings.poll_interval_seconds)
+
+    async def tick(self) -> None:
+        with self.runtime.metrics.poll_seconds.time():
+            if await asyncio.to_thread(self._enforce_deadlines):
+                self._on_finished()
+            groups = await asyncio.to_thread(self._load)
+            results = await asyncio.gather(*(self._poll(backend, refs) for backend, refs in groups.items()))
+            updates = [u for batch in results for u in batch]
+            finished = await asyncio.to_thread(self._apply, updates) if updates else False
+            if finished:
+                self._on_finished()
+
+    def _load(self) -> dict[Backend, list[RunRef]]:
+        groups: dict[Backend, list[RunRef]] = defaultdict(list)
+        with self.runtime.db.session() as session:
+            jobs = session.exec(select(Job).where(col(Job.status).in_(_ACTIVE), col(Job.run_id).is_not(None))).all()
+        grace, now = self.runtime.settings.cancel_grace_seconds, self._now()
+        # Decided here, from the rows just read, rather than re-reading each job before its cancel.
+        self._forced = {
+            job.id
+            for job in jobs
+            if job.cancel_requested_at is not None and (now - job.cancel_requested_at).total_seconds() >= grace
+        }
+        for job in jobs:
+            try:
+                backend = self.runtime.backends.for_target(job.compute_target)
+            except Exception:
+                continue
+            groups[backend].append(self.runtime.run_ref(job))
+        return groups
+
+    async def _poll(self, backend: Backend, refs: list[RunRef]) -> list[tuple[str, RunUpdate]]:
+        await self._cancel(backend, [r for r in refs if r.cancel_requested])
+        by_run = {r.run_id: r.job_id for r in refs}
+        try:
+            with self.runtime.metrics.backend_call(backend.kind, "poll"):
+                updates = await asyncio.wait_for(asyncio.to_thread(backend.poll, refs), BACKEND_CALL_TIMEOUT)
+        except (BackendError, TimeoutError) as exc:
+            message = f"{backend.kind} backend unreachable: {exc or type(exc).__name__}"
+            log.warning("polling %d %s runs failed; will retry: %s", len(refs), backend.kind, message)
+            self.runtime.backend_health[backend.kind] = message
+            await asyncio.to_thread(self._record_error, [r.job_id for r in refs], message)
+            return []
+        self.runtime.backend_health.pop(backend.kind, None)
+        return [(by_run[u.run_id], u) for u in updates if u.run_id in by_run]
+
+    async def _cancel(self, backend: Backend, refs: list[RunRef]) -> None:
+        for ref in refs:
+            force = ref.job_id in self._forced
+            try:
+                with self.runtime.metrics.backend_call(backend.kind, "cancel"):
+                    await asyncio.wait_for(asyncio.to_thread(backend.cancel, ref, force=force), BACKEND_CALL_TIMEOUT)
+            except (BackendError, TimeoutError) as exc:
+                log.warning("cancel of job %s failed; will retry: %s", ref.job_id, exc)
+
+    def _enforce_deadlines(self) -> bool:
+        with self.runtime.db.write_session() as session:
+            changed = supervision.enforce_deadlines(session, settings=self.runtime.settings, now=self._now())
+            session.commit()
+        return bool(changed)
+
+    def _record_error(self, job_ids: list[str], message: str) -> None:
+        """Make a transient backend problem visible on the jobs it holds up."""
+        with self.runtime.db.write_session() as session:
+            for job in session.exec(select(Job).where(col(Job.id).in_(job_ids))).all():
+                job.last_error, job.backend_errors = message, job.backend_errors + 1
+                session.add(job)
+            session.commit()
+
+    def _apply(self, updates: list[tuple[str, RunUpdate]]) -> bool:
+        """Store the updates in one transaction; True when some job reached its end."""
+        finished = False
+        now = self._now()
+        with self.runtime.db.write_session() as session, session.no_autoflush:
+            ids = [job_id for job_id, _ in updates]
+            jobs = {
+                job.id: job
+                for start in range(0, len(ids), _IN_CHUNK)
+                for job in session.exec(select(Job).where(col(Job.id).in_(ids[start : start + _IN_CHUNK])))
+            }
+            for job_id, update in updates:
+                job = jobs.get(job_id)
+                if job is None or JobStatus(job.status).is_terminal() or job.run_id != update.run_id:
+                    continue
+                session.add_all(
+                    MetricPoint(job_id=job.id, name=m.name, value=m.value, step=m.step, timestamp=m.timestamp)
+                    for m in update.metrics
+                )
+                finished |= self._merge(session, job, update, now)
+                session.add(job)
+            session.commit()
+        return finished
+
+    def _merge(self, session: Session, job: Job, update: RunUpdate, now: datetime) -> bool:
+        current = JobStatus(job.status)
+        target = update.status
+        if current is JobStatus.CANCELING and not target.is_terminal():
+            target = current  # stays canceling until the backend confirms an end
+        try:
+            current.check_transition(target)
+        except IllegalTransition as exc:
+            log.warning("job %s: ignoring backend report: %s", job.id, exc)
+            return False
+        changed = target is not current or update.backend_status != job.backend_status or bool(update.metrics)
+        if update.backend_status != job.backend_status:
+            job.backend_status_since = now
+        job.status, job.backend_status = target.value, update.backend_status
+        job.metrics_cursor = update.metrics_cursor
+        if update.files is not None and list(update.files) != job.files:
+            job.files, changed = list(update.files), True
+        job.started_at = job.started_at or update.started_at
+        if job.last_error is not None and (target.is_terminal() or current is not JobStatus.CANCELING):
+            job.last_error = None  # the backend answers again (or confirmed the cancel)
+        if changed:
+            job.updated_at = now
+        if not target.is_terminal():
+            return False
+        job.exit_code, job.error = update.exit_code, update.error
+        final = supervision.settle(session, job, status=target, now=now)
+        job.status, job.updated_at = final.value, now
+        if final.is_terminal():
+            job.ended_at = update.ended_at or now
+        log.info("job %s %s", job.id, final.value)
+        return True

@@ -1,0 +1,165 @@
+"""Routes under /v1/jobs: submit, read, list, cancel, metrics, logs, files."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import FileResponse
+from sqlmodel import Session
+from sse_starlette import EventSourceResponse
+
+from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
+from service.api.docs import ERRORS
+from service.core.errors import InvalidRequest
+from service.core.schemas import Page
+from service.core.states import JobStatus
+from service.db.tables import Job, JobAttempt
+from service.jobs import artifacts, log_stream
+from service.jobs import service as jobs
+from service.jobs.schemas import (
+    AttemptPublic,
+    FilePublic,
+    JobCreate,
+    JobPublic,
+    LogChunk,
+    MetricPointPublic,
+    MetricsPublic,
+)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+IdempotencyKey = Annotated[
+    str | None,
+    Header(max_length=255, description="retries with the same key and body return the same job"),
+]
+
+
+def _public(job: Job, attempts: list[JobAttempt] | None = None) -> JobPublic:
+    public = JobPublic.model_validate(job, from_attributes=True)
+    public.attempts = [AttemptPublic.model_validate(a, from_attributes=True) for a in attempts or []]
+    return public
+
+
+def _with_attempts(session: Session, page: list[Job]) -> list[JobPublic]:
+    attempts = jobs.attempts_of(session, job_ids=[j.id for j in page if j.attempt > 1])
+    return [_public(j, attempts.get(j.id)) for j in page]
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, summary="Submit a training job",
+    responses=ERRORS(404, 409, 413, 422),
+)
+def submit_job(
+    spec: JobCreate, response: Response, runtime: RuntimeDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    """Record the job as `queued`; the dispatcher submits it to its compute target."""
+    with runtime.db.write_session() as session:
+        result = jobs.submit_job(session, spec=spec, idempotency_key=idempotency_key,
+                                 settings=runtime.settings, backends=runtime.backends)
+    response.headers["Location"] = f"/v1/jobs/{result.job.id}"
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        runtime.metrics.submits.labels(result.job.compute_target).inc()
+        runtime.wake_dispatcher()
+    return _public(result.job)
+
+
+@router.get("", summary="List jobs, newest first", responses=ERRORS(422))
+def list_jobs(
+    session: SessionDep,
+    experiment: Annotated[str | None, Query(max_length=255)] = None,
+    status: JobStatus | None = None,
+    tag: Annotated[str | None, Query(max_length=1280, description="key:value")] = None,
+    sweep_id: Annotated[str | None, Query(max_length=32, description="only this sweep's children")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[JobPublic]:
+    items, next_cursor = jobs.list_jobs(session, experiment=experiment, status=status, tag=tag,
+                                        limit=limit, cursor=cursor, sweep_id=sweep_id)
+    return Page(items=_with_attempts(session, items), next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", summary="Read a job", responses=ERRORS(404))
+def get_job(job_id: str, session: SessionDep) -> JobPublic:
+    return _with_attempts(session, [jobs.get_job(session, job_id=job_id)])[0]
+
+
+@router.post(
+    "/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, summary="Cancel a job",
+    responses=ERRORS(404, 409),
+)
+def cancel_job(job_id: str, runtime: RuntimeDep) -> JobPublic:
+    """Idempotent while the job is active; a finished job answers 409."""
+    with runtime.db.write_session() as session:
+        job = jobs.cancel_job(session, job_id=job_id)
+    runtime.wake_poller()
+    runtime.wake_dispatcher()
+    return _public(job)
+
+
+@router.get("/{job_id}/metrics", summary="Latest value of each metric", responses=ERRORS(404))
+def get_metrics(job_id: str, session: SessionDep) -> MetricsPublic:
+    job = jobs.get_job(session, job_id=job_id)
+    return MetricsPublic(job_id=job.id, metrics=artifacts.latest_metrics(session, job_id=job.id))
+
+
+@router.get(
+    "/{job_id}/metrics/{name}/history", summary="Every logged point of a metric", responses=ERRORS(404, 422)
+)
+def get_metric_history(
+    job_id: str, name: str, session: SessionDep, limit: Limit = 500, cursor: Cursor = None
+) -> Page[MetricPointPublic]:
+    job = jobs.get_job(session, job_id=job_id)
+    points, next_cursor = artifacts.metric_history(session, job_id=job.id, name=name, limit=limit, cursor=cursor)
+    return Page(items=[MetricPointPublic.model_validate(p, from_attributes=True) for p in points],
+                next_cursor=next_cursor)
+
+
+@router.get(
+    "/{job_id}/logs", summary="Read the run's log, or follow it live (server-sent events)",
+    response_model=LogChunk, responses={200: {"content": log_stream.STREAM_DOC}, **ERRORS(404, 422)},
+)
+def get_logs(
+    job_id: str, session: SessionDep, runtime: RuntimeDep,
+    offset: Annotated[int, Query(ge=0, description="byte offset")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1_048_576, description="bytes")] = 65_536,
+    follow: Annotated[bool, Query(description="stream `log` events until an `end` event with the status")] = False,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32,
+                                                description="with follow: resume after this byte offset")] = None,
+) -> LogChunk | EventSourceResponse:
+    """JSON chunks by byte offset. With `follow=true` the answer is a `text/event-stream`: `log` events
+    (`id` = the byte offset after the text: send it back as `Last-Event-ID` to resume), comment
+    heartbeats, and one final `end` event whose data has the job's final status."""
+    job = jobs.get_job(session, job_id=job_id)
+    if follow:
+        start = log_stream.resume_offset(offset, last_event_id)
+        session.close()  # the stream reads with short sessions of its own; don't pin a connection for hours
+        return log_stream.follow(runtime, job.id, offset=start)
+    limit = min(limit, runtime.settings.max_log_read_bytes)
+    return artifacts.read_log(job, runtime.job_dir(job), offset=offset, limit=limit)
+
+
+@router.get("/{job_id}/files", summary="List the run's files", responses=ERRORS(404, 422))
+def list_files(
+    job_id: str, session: SessionDep, runtime: RuntimeDep, limit: Limit = 500, cursor: Cursor = None
+) -> Page[FilePublic]:
+    job = jobs.get_job(session, job_id=job_id)
+    items, next_cursor = artifacts.list_files(job, runtime.job_dir(job), limit=limit, cursor=cursor)
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{job_id}/files/{path:path}", summary="Download one of the run's files",
+    response_class=FileResponse, responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS(404, 422)},
+)
+def download_file(job_id: str, path: str, session: SessionDep, runtime: RuntimeDep) -> FileResponse:
+    job = jobs.get_job(session, job_id=job_id)
+    clean = artifacts.check_file(job, path)
+    backend = runtime.backends.for_target(job.compute_target)
+    local = backend.fetch_file(runtime.run_ref(job), clean)
+    # The backend's copy must still be inside the run folder once symlinks are resolved.
+    if not local.resolve().is_relative_to(runtime.job_dir(job).root.resolve()) or not local.is_file():
+        raise InvalidRequest(f"file {clean!r} is not a regular file inside the run folder")
+    return FileResponse(local, filename=local.name, media_type="application/octet-stream")

@@ -1,0 +1,186 @@
+"""Job use cases: submit (idempotently), read, list, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from service.backends.targets import Backends
+from service.catalog import service as catalog
+from service.core.clock import utcnow
+from service.core.errors import Conflict, InvalidRequest, NotFound
+from service.core.ids import new_id
+from service.core.rundir import confined
+from service.core.settings import Settings
+from service.core.states import JobStatus
+from service.db.pagination import keyset_page
+from service.db.tables import Job, JobAttempt
+from service.jobs.schemas import DatasetArgument, JobCreate
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class SweepLink:
+    """Makes a submitted job a sweep's child: its place in the sweep's plan and its values."""
+
+    sweep_id: str
+    index: int
+    params: dict[str, Any]
+
+
+def request_hash(spec: JobCreate) -> str:
+    """A digest of the request body, to tell a retry from a different request."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit_job(
+    session: Session,
+    *,
+    spec: JobCreate,
+    idempotency_key: str | None,
+    settings: Settings,
+    backends: Backends,
+    sweep: SweepLink | None = None,
+) -> Submitted:
+    """Validate `spec` and commit it as a queued job (or return the job this key made)."""
+    digest = request_hash(spec)
+    if idempotency_key is not None:
+        existing = _by_key(session, idempotency_key, digest)
+        if existing is not None:
+            return Submitted(existing, replayed=True)
+    backends.for_target(spec.compute_target)
+    sources = settings.source_folders()
+    if spec.source not in sources:
+        raise NotFound(f"source {spec.source!r} does not exist")
+    if not confined(sources[spec.source], spec.script).is_file():
+        raise InvalidRequest(f"script {spec.script!r} is not a file in source {spec.source!r}")
+    env = catalog.get_environment(session, name=spec.environment, version=spec.environment_version)
+    job = Job(
+        id=new_id(),
+        experiment=spec.experiment,
+        source=spec.source,
+        script=spec.script,
+        arguments=[_pin(session, arg) for arg in spec.arguments],
+        compute_target=spec.compute_target,
+        environment=env.name,
+        environment_version=env.version,
+        tags=dict(spec.tags),
+        sweep_id=sweep.sweep_id if sweep else None,
+        sweep_index=sweep.index if sweep else None,
+        sweep_params=dict(sweep.params) if sweep else None,
+        status=JobStatus.QUEUED.value,
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        max_retries=spec.max_retries,
+        max_run_duration_seconds=spec.max_run_duration_seconds,
+    )
+    catalog.ensure_experiment(session, name=spec.experiment)
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        # A concurrent request with the same key won the race.
+        existing = _by_key(session, idempotency_key, digest)
+        if existing is None:
+            raise
+        return Submitted(existing, replayed=True)
+    return Submitted(job, replayed=False)
+
+
+def _by_key(session: Session, key: str, digest: str) -> Job | None:
+    job = session.exec(select(Job).where(Job.idempotency_key == key)).first()
+    if job is not None and job.request_hash != digest:
+        raise Conflict("Idempotency-Key was already used with a different request body", job_id=job.id)
+    return job
+
+
+def _pin(session: Session, arg: Any) -> Any:
+    """Dataset arguments keep the version that was latest at submit time."""
+    if isinstance(arg, DatasetArgument):
+        dataset = catalog.get_dataset(session, name=arg.dataset, version=arg.version)
+        return {"dataset": dataset.name, "version": dataset.version, "mode": arg.mode}
+    return arg
+
+
+def get_job(session: Session, *, job_id: str) -> Job:
+    """The job; unknown ids are a 404."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id!r} does not exist")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    experiment: str | None,
+    status: JobStatus | None,
+    tag: str | None,
+    limit: int,
+    cursor: str | None,
+    sweep_id: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """Jobs newest first, filtered by experiment, status, one `key:value` tag and sweep."""
+    stmt = select(Job)
+    if sweep_id is not None:
+        stmt = stmt.where(Job.sweep_id == sweep_id)
+    if experiment is not None:
+        stmt = stmt.where(Job.experiment == experiment)
+    if status is not None:
+        stmt = stmt.where(Job.status == status.value)
+    if tag is not None:
+        key, sep, value = tag.partition(":")
+        if not sep or not key:
+            raise InvalidRequest("tag filter must look like key:value")
+        stmt = stmt.where(col(Job.tags)[key].as_string() == value)
+    return keyset_page(session, stmt, [col(Job.id)], lambda j: [j.id], limit=limit, cursor=cursor, descending=True)
+
+
+def cancel_job(session: Session, *, job_id: str) -> Job:
+    """Ask for a job to stop: queued jobs end at once, running ones via their backend."""
+    job = get_job(session, job_id=job_id)
+    status = JobStatus(job.status)
+    if status.is_terminal():
+        raise Conflict(f"job {job_id} is already {status.value}")
+    if status is JobStatus.CANCELING:
+        return job
+    request_cancel(job)
+    session.add(job)
+    session.commit()
+    return job
+
+
+def request_cancel(job: Job) -> None:
+    """Mark an active job `canceling` (a queued one ends at once); the caller commits."""
+    now = utcnow()
+    if job.status == JobStatus.QUEUED.value:
+        job.status, job.ended_at = JobStatus.CANCELED.value, now
+        job.error = "canceled before it was submitted"
+    else:
+        job.status = JobStatus.CANCELING.value
+    job.cancel_requested_at = job.updated_at = now
+
+
+def attempts_of(session: Session, *, job_ids: list[str]) -> dict[str, list[JobAttempt]]:
+    """Earlier attempts of each job, in one query for a whole page."""
+    found: dict[str, list[JobAttempt]] = {job_id: [] for job_id in job_ids}
+    if not job_ids:
+        return found  # most pages: no job was retried, so no query
+    rows = session.exec(select(JobAttempt).where(col(JobAttempt.job_id).in_(job_ids)).order_by(col(JobAttempt.attempt)))
+    for row in rows:
+        found[row.job_id].append(row)
+    return found

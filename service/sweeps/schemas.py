@@ -1,0 +1,163 @@
+"""API models of sweeps: a job plus a search space in, status, progress and children out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints
+
+from service.core.schemas import Strict
+from service.core.states import JobStatus
+from service.jobs.schemas import ArgText, JobCreate
+from service.models.schemas import ModelRegister
+
+MAX_TOTAL_RUNS = 1000
+MAX_CONCURRENT_RUNS = 100
+
+Flag = Annotated[str, StringConstraints(pattern=r"^--?[A-Za-z][A-Za-z0-9_.-]{0,127}$")]
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Scalar = StrictBool | StrictInt | StrictFloat | ArgText
+Bound = Annotated[float, Field(allow_inf_nan=False)]
+Slack = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class SweepStatus(StrEnum):
+    """Where a sweep is in its life; terminal states never change again."""
+
+    RUNNING = "running"
+    CANCELING = "canceling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    def is_terminal(self) -> bool:
+        """True for completed, failed and canceled."""
+        return self in (SweepStatus.COMPLETED, SweepStatus.FAILED, SweepStatus.CANCELED)
+
+
+class Choice(Strict):
+    """One of `values` (the only type grid sampling accepts)."""
+
+    type: Literal["choice"]
+    values: Annotated[list[Scalar], Field(min_length=1, max_length=MAX_TOTAL_RUNS)]
+
+
+class Uniform(Strict):
+    """A float drawn evenly from [low, high]."""
+
+    type: Literal["uniform"]
+    low: Bound
+    high: Bound
+
+
+class LogUniform(Strict):
+    """A float whose logarithm is drawn evenly from [log low, log high]; low > 0."""
+
+    type: Literal["loguniform"]
+    low: Bound
+    high: Bound
+
+
+Distribution = Annotated[Choice | Uniform | LogUniform, Field(discriminator="type")]
+
+
+class MedianStopping(Strict):
+    """Stop a run whose best value so far is worse than the median of the others' running averages."""
+
+    policy: Literal["median"]
+    evaluation_interval: int = Field(default=1, ge=1, le=100_000, description="apply every this many steps")
+    delay_evaluation: int = Field(default=0, ge=0, le=1_000_000, description="first step the policy applies at")
+
+
+class BanditStopping(Strict):
+    """Stop a run that is not within a slack (factor or amount) of the best run at the same step."""
+
+    policy: Literal["bandit"]
+    evaluation_interval: int = Field(default=1, ge=1, le=100_000, description="apply every this many steps")
+    delay_evaluation: int = Field(default=0, ge=0, le=1_000_000, description="first step the policy applies at")
+    slack_factor: Slack | None = None
+    slack_amount: Slack | None = None
+
+
+EarlyTermination = Annotated[MedianStopping | BanditStopping, Field(discriminator="policy")]
+
+SWEEP_EXAMPLE: dict[str, Any] = {
+    "job": {"experiment": "Tutorial-sklearn-mnist", "arguments": ["--data-folder", {"dataset": "digits"}]},
+    "search_space": {"--regularization": {"type": "loguniform", "low": 0.001, "high": 10}},
+    "sampling": "random", "seed": 1, "primary_metric": "accuracy", "goal": "maximize",
+    "max_total_runs": 8, "max_concurrent_runs": 2,
+    "early_termination": {"policy": "median", "evaluation_interval": 1, "delay_evaluation": 2},
+    "register_best": {"model_name": "sklearn_mnist", "model_path": "outputs/sklearn_mnist_model.pkl"},
+}
+
+
+class SweepBase(Strict):
+    """What a sweep request carries, and what reading a sweep repeats back."""
+
+    job: JobCreate = Field(description="the base job; each search-space flag is appended to its arguments")
+    search_space: Annotated[dict[Flag, Distribution], Field(min_length=1, max_length=20)]
+    sampling: Literal["grid", "random"] = "random"
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="omitted: chosen once and kept")
+    primary_metric: MetricName
+    goal: Literal["maximize", "minimize"] = "maximize"
+    max_total_runs: int | None = Field(
+        default=None, ge=1, le=MAX_TOTAL_RUNS, description="required for random sampling; grid: the whole grid"
+    )
+    max_concurrent_runs: int = Field(default=1, ge=1, le=MAX_CONCURRENT_RUNS)
+    early_termination: EarlyTermination | None = None
+    register_best: ModelRegister | None = Field(default=None, description="register the best child's model")
+
+
+class SweepCreate(SweepBase):
+    """Many jobs over a search space (Azure ML HyperDrive's vocabulary)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SWEEP_EXAMPLE]})
+
+
+class SweepProgress(BaseModel):
+    total: int = Field(description="children the sweep will run")
+    launched: int
+    active: int
+    completed: int
+    failed: int
+    canceled: int
+    early_terminated: int
+    done: int = Field(description="children in a terminal state")
+
+
+class RegisteredModelRef(BaseModel):
+    name: str
+    version: int
+
+
+class SweepPublic(SweepBase):
+    id: str
+    status: SweepStatus
+    progress: SweepProgress
+    best_job_id: str | None = Field(description="the completed child with the best primary metric")
+    best_metric: float | None
+    registered_model: RegisteredModelRef | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    cancel_requested_at: datetime | None
+
+
+class SweepChild(BaseModel):
+    """One row of a sweep's table of children."""
+
+    index: int
+    job_id: str
+    params: dict[str, Any]
+    status: JobStatus
+    primary_metric: float | None = Field(description="the latest value the child logged")
+    early_terminated: str | None = Field(description="why the policy stopped it, if it did")
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class SweepDetail(SweepPublic):
+    children: list[SweepChild]
