@@ -105,6 +105,10 @@ class RegisteredModel:
 
     location: str
     files: tuple[str, ...] = field(default_factory=tuple)
+    # The version the backend's own registry assigned (Azure ML numbers models itself); None: runyard's.
+    version: int | None = None
+    # Digest of the stored model file (or of the folder's files in order), recorded and checked when served.
+    sha256: str | None = None
 
 
 class Backend(Protocol):
