@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -129,3 +131,52 @@ def summary(job: JobPublic, metrics: dict[str, float]) -> None:
     out.print(f"job {job.id} {styled(job.status)}" + (f": {job.error}" if job.error else ""))
     if metrics:
         out.print(metrics_table(metrics))
+
+
+def load_json(file: Path) -> dict[str, Any]:
+    """The JSON object in `file` (`-` for stdin), or a usage error naming the file."""
+    try:
+        body = json.loads(file.read_text() if str(file) != "-" else typer.get_text_stream("stdin").read())
+    except (OSError, ValueError) as exc:
+        fail(f"--file {file}: {exc}", EXIT_USAGE)
+    if not isinstance(body, dict):
+        fail(f"--file {file}: expected a JSON object", EXIT_USAGE)
+    return body
+
+
+def parse_dataset(text: str) -> dict[str, Any]:
+    """`--dataset NAME` or `NAME:VERSION` as a dataset binding of the job's arguments."""
+    name, sep, version = text.partition(":")
+    if not name or (sep and not (version.isascii() and version.isdigit())):
+        fail(f"--dataset {text!r}: expected NAME or NAME:VERSION (a number)", EXIT_USAGE)
+    return {"dataset": name, "mode": "mount"} | ({"version": int(version)} if version else {})
+
+
+def scalar(text: str) -> int | float | str:
+    """`5` and `0.5` as numbers (as the tutorial writes them); anything else stays text."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
+
+
+def pairs(items: list[str], option: str) -> dict[str, str]:
+    """`KEY=VALUE` (or `KEY:VALUE`) items as a dict; a usage error names the bad one."""
+    found: dict[str, str] = {}
+    for item in items:
+        key, value = split_pair(item, option)
+        found[key] = value
+    return found
+
+
+def split_pair(item: str, option: str) -> tuple[str, str]:
+    """`KEY=VALUE` or `KEY:VALUE`, whichever separator comes first."""
+    cut = min((i for i in (item.find("="), item.find(":")) if i > 0), default=-1)
+    if cut <= 0:
+        fail(f"{option} {item!r}: expected KEY=VALUE", EXIT_USAGE)
+    return item[:cut], item[cut + 1:]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,14 +21,18 @@ from service.cli.common import (
     err,
     exit_code,
     fail,
+    load_json,
     metrics_table,
     out,
+    pairs,
+    parse_dataset,
+    scalar,
     styled,
     summary,
     target,
     when,
 )
-from service.client.http import Client, LogAttempt, LogEnd, LogEvent, LogText
+from service.client.http import Client, LogAttempt, LogEnd, LogEvent, LogText, WaitTimeout
 from service.core.states import JobStatus
 from service.jobs.schemas import TUTORIAL_JOB, JobPublic
 
@@ -77,20 +79,16 @@ def submit(
             body[key] = value
     arguments: list[Any] = list(body.get("arguments", []))
     if dataset is not None:
-        name, _, version = dataset.partition(":")
-        binding: dict[str, Any] = {"dataset": name, "mode": "mount"}
-        if version:
-            binding["version"] = _int_or_fail(version, "--dataset NAME:VERSION needs a number")
-        _set_arg(arguments, "--data-folder", binding)
+        _set_arg(arguments, "--data-folder", parse_dataset(dataset))
     if regularization is not None:
         _set_arg(arguments, "--regularization", regularization)
     for item in arg or []:
         name, sep, value = item.partition("=")
         if not sep or not name.strip("-"):
             fail(f"--arg {item!r}: expected NAME=VALUE", EXIT_USAGE)
-        _set_arg(arguments, name if name.startswith("-") else f"--{name}", _scalar(value))
+        _set_arg(arguments, name if name.startswith("-") else f"--{name}", scalar(value))
     body["arguments"] = arguments
-    body["tags"] = {**body.get("tags", {}), **_pairs(tag or [], "--tag")}
+    body["tags"] = {**body.get("tags", {}), **pairs(tag or [], "--tag")}
 
     where = target(ctx)
     with api_errors(where), where.client() as client:
@@ -241,15 +239,14 @@ def follow_job(client: Client, job_id: str, *, as_json: bool, offset: int = 0) -
 
 
 def _wait(client: Client, job: JobPublic, timeout: float | None, *, as_json: bool) -> int:
-    deadline = None if timeout is None else time.monotonic() + timeout
     with err.status(f"job {job.id} {job.status.value}...", spinner="dots") as spinner:
-        while not job.status.is_terminal():
-            if deadline is not None and time.monotonic() > deadline:
-                err.print(f"job {job.id} still {job.status.value} after {timeout}s")
-                return EXIT_TIMEOUT
-            time.sleep(1.0)
-            job = client.get(job.id)
-            spinner.update(f"job {job.id} {job.status.value}...")
+        job_id = job.id
+        try:
+            for job in client.watch(job_id, timeout):
+                spinner.update(f"job {job_id} {job.status.value}...")
+        except WaitTimeout as exc:
+            err.print(f"{exc}; follow it: runyard logs -f {job_id}")
+            return EXIT_TIMEOUT
     return _report(client, job, as_json=as_json)
 
 
@@ -263,15 +260,7 @@ def _report(client: Client, job: JobPublic, *, as_json: bool) -> int:
 
 
 def _job_body(file: Path | None, no_tutorial_args: bool) -> dict[str, Any]:
-    if file is None:
-        body = copy.deepcopy(TUTORIAL_JOB)
-    else:
-        try:
-            body = json.loads(file.read_text() if str(file) != "-" else typer.get_text_stream("stdin").read())
-        except (OSError, ValueError) as exc:
-            fail(f"--file {file}: {exc}", EXIT_USAGE)
-        if not isinstance(body, dict):
-            fail(f"--file {file}: expected a JSON object", EXIT_USAGE)
+    body = copy.deepcopy(TUTORIAL_JOB) if file is None else load_json(file)
     if no_tutorial_args:
         body["arguments"] = []
     return body
@@ -285,31 +274,3 @@ def _set_arg(arguments: list[Any], flag: str, value: Any) -> None:
             return
     arguments.extend([flag, value])
 
-
-def _scalar(text: str) -> int | float | str:
-    """`5` and `0.5` as numbers (as the tutorial writes them); anything else stays text."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return number if math.isfinite(number) else text
-
-
-def _int_or_fail(text: str, message: str) -> int:
-    if not text.isdigit():
-        fail(message, EXIT_USAGE)
-    return int(text)
-
-
-def _pairs(items: list[str], option: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"{option} {item!r}: expected KEY=VALUE", EXIT_USAGE)
-        pairs[key] = value
-    return pairs

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.table import Table
 
@@ -21,15 +18,17 @@ from service.cli.common import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
     JsonOption,
-    Target,
     api_errors,
     err,
     fail,
+    load_json,
     out,
+    parse_dataset,
+    scalar,
     target,
     when,
 )
-from service.client.protocol import client_headers, raise_for_problem
+from service.client.http import Client, WaitTimeout
 from service.sweeps.schemas import SweepDetail, SweepPublic, SweepStatus
 
 DEFAULT_MODEL_PATH = "outputs/sklearn_mnist_model.pkl"
@@ -85,8 +84,8 @@ def sweep_command(
 
     Exit code with --wait: 0 completed, 1 failed, 3 canceled, 4 API error, 5 timeout.
     """
-    body = _load(file) if file else {}
-    job: dict[str, Any] = body.setdefault("job", {"arguments": ["--data-folder", _dataset(dataset)]})
+    body = load_json(file) if file else {}
+    job: dict[str, Any] = body.setdefault("job", {"arguments": ["--data-folder", parse_dataset(dataset)]})
     job["experiment"] = experiment or job.get("experiment") or "Tutorial-sklearn-mnist"
     if compute_target is not None:
         job["compute_target"] = compute_target
@@ -110,11 +109,10 @@ def sweep_command(
         body["register_best"] = {"model_name": register_best, "model_path": model_path}
 
     where = target(ctx)
-    with api_errors(where), _http(where) as http:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        sweep = _detail(http.post("/v1/sweeps", json=body, headers=headers))
+    with api_errors(where), where.client() as client:
+        sweep = client.create_sweep(body, idempotency_key=idempotency_key)
         if wait:
-            raise typer.Exit(_watch(http, sweep, timeout, as_json=as_json))
+            raise typer.Exit(_watch(client, sweep, timeout, as_json=as_json))
         if as_json:
             typer.echo(sweep.model_dump_json(indent=2))
         else:
@@ -131,11 +129,8 @@ def sweeps_command(
 ) -> None:
     """List sweeps, newest first."""
     where = target(ctx)
-    params: dict[str, Any] = {"limit": limit} | ({"status": status.value} if status else {})
-    with api_errors(where), _http(where) as http:
-        response = http.get("/v1/sweeps", params=params)
-        raise_for_problem(response)
-        items = [SweepPublic.model_validate(s) for s in response.json()["items"]]
+    with api_errors(where), where.client() as client:
+        items = client.list_sweeps(status=status, limit=limit).items
     if as_json:
         typer.echo(json.dumps([s.model_dump(mode="json") for s in items], indent=2))
         return
@@ -154,18 +149,18 @@ def show_command(
 ) -> None:
     """Show a sweep and its table of children."""
     where = target(ctx)
-    with api_errors(where), _http(where) as http:
-        sweep = _detail(http.get(f"/v1/sweeps/{sweep_id}"))
+    with api_errors(where), where.client() as client:
+        sweep = client.get_sweep(sweep_id)
         if wait:
-            raise typer.Exit(_watch(http, sweep, timeout, as_json=as_json))
+            raise typer.Exit(_watch(client, sweep, timeout, as_json=as_json))
     _report(sweep, as_json=as_json)
 
 
 def cancel_command(ctx: typer.Context, sweep_id: SweepId) -> None:
     """Cancel a sweep: no more children start, running ones are canceled."""
     where = target(ctx)
-    with api_errors(where), _http(where) as http:
-        sweep = _detail(http.post(f"/v1/sweeps/{sweep_id}/cancel"))
+    with api_errors(where), where.client() as client:
+        sweep = client.cancel_sweep(sweep_id)
     out.print(f"sweep {sweep.id} {sweep.status.value}")
 
 
@@ -191,20 +186,19 @@ def children_table(sweep: SweepDetail) -> Table:
     return table
 
 
-def _watch(http: httpx.Client, sweep: SweepDetail, timeout: float | None, *, as_json: bool) -> int:
+def _watch(client: Client, sweep: SweepDetail, timeout: float | None, *, as_json: bool) -> int:
     """Refresh the progress line until the sweep ends (or `timeout`), then print the table."""
-    deadline = None if timeout is None else time.monotonic() + timeout
     last = progress_line(sweep)
     with _status(last) as update:
-        while not sweep.status.is_terminal():
-            if deadline is not None and time.monotonic() >= deadline:
-                err.print(f"sweep {sweep.id} still {sweep.status.value} after {timeout}s")
-                return EXIT_TIMEOUT
-            time.sleep(1.0)
-            sweep = _detail(http.get(f"/v1/sweeps/{sweep.id}"))
-            if (line := progress_line(sweep)) != last:
-                update(line)
-                last = line
+        sweep_id = sweep.id
+        try:
+            for sweep in client.watch_sweep(sweep_id, timeout):
+                if (line := progress_line(sweep)) != last:
+                    update(line)
+                    last = line
+        except WaitTimeout as exc:
+            err.print(f"{exc}; watch it: runyard sweep-show --wait {sweep_id}")
+            return EXIT_TIMEOUT
     _report(sweep, as_json=as_json)
     return EXIT_CODES.get(sweep.status, EXIT_JOB_FAILED)
 
@@ -230,37 +224,13 @@ def _status(first: str) -> Iterator[Any]:
         yield spinner.update
 
 
-def _http(where: Target) -> httpx.Client:
-    return httpx.Client(base_url=where.url.rstrip("/"), headers=client_headers(where.api_key, None), timeout=30.0)
-
-
-def _detail(response: httpx.Response) -> SweepDetail:
-    raise_for_problem(response)
-    return SweepDetail.model_validate(response.json())
-
-
-def _load(file: Path) -> dict[str, Any]:
-    try:
-        body = json.loads(file.read_text() if str(file) != "-" else typer.get_text_stream("stdin").read())
-    except (OSError, ValueError) as exc:
-        fail(f"--file {file}: {exc}", EXIT_USAGE)
-    if not isinstance(body, dict):
-        fail(f"--file {file}: expected a JSON object", EXIT_USAGE)
-    return body
-
-
-def _dataset(text: str) -> dict[str, Any]:
-    name, _, version = text.partition(":")
-    return {"dataset": name, "mode": "mount"} | ({"version": int(version)} if version.isdigit() else {})
-
-
 def _fixed_args(items: list[str]) -> list[Any]:
     found: list[Any] = []
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip("-"):
             fail(f"--arg {item!r}: expected NAME=VALUE", EXIT_USAGE)
-        found += [name if name.startswith("-") else f"--{name}", _scalar(value)]
+        found += [name if name.startswith("-") else f"--{name}", scalar(value)]
     return found
 
 
@@ -269,19 +239,10 @@ def _dimension(text: str) -> tuple[str, dict[str, Any]]:
     name, _, spec = text.partition("=")
     kind, _, values = spec.partition(":")
     flag = name if name.startswith("-") else f"--{name}"
-    items = [_scalar(v) for v in values.split(",") if v]
+    items = [scalar(v) for v in values.split(",") if v]
     if kind == "choice" and items:
         return flag, {"type": "choice", "values": items}
     if kind in ("uniform", "loguniform") and len(items) == 2:
         return flag, {"type": kind, "low": items[0], "high": items[1]}
     fail(f"--param {text!r}: expected NAME=choice:A,B | NAME=uniform:LOW,HIGH | NAME=loguniform:LOW,HIGH", EXIT_USAGE)
 
-
-def _scalar(text: str) -> int | float | str:
-    for kind in (int, float):
-        try:
-            number = kind(text)
-        except ValueError:
-            continue
-        return number if math.isfinite(number) else text
-    return text

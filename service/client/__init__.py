@@ -1,6 +1,7 @@
-"""The Python client of the runyard API: `from service.client import Client`."""
+"""The Python client of the runyard API: `from service.client import Client` (or `AsyncClient`)."""
 
-from service.client.http import AsyncClient, Client
+from service.client.aio import AsyncClient
+from service.client.http import Client
 from service.client.protocol import DEFAULT_URL, ApiError, LogAttempt, LogEnd, LogText, StreamInterrupted, WaitTimeout
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""A typed Python client for the runyard HTTP API: `Client` (sync) and `AsyncClient`, over httpx.
+"""A typed Python client for the runyard HTTP API: `Client` (sync) here, `AsyncClient` in `aio`, over httpx.
 
     with Client("http://127.0.0.1:8000", api_key="...") as runyard:
         job = runyard.submit()                      # the tutorial job
@@ -7,43 +7,51 @@
         runyard.register_model(job.id, model_name="sklearn_mnist",
                                model_path="outputs/sklearn_mnist_model.pkl")
 
-Errors from the service raise `ApiError` carrying its problem+json document.
+Errors from the service raise `ApiError` carrying its problem+json document. Both clients are thin:
+the requests (`calls`), the stream parsing, reconnecting and waiting (`protocol`) are shared.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import httpx
 
 from service.api.schemas import Health
+from service.catalog.schemas import (
+    ComputePublic,
+    DatasetCreate,
+    DatasetPublic,
+    EnvironmentCreate,
+    EnvironmentPublic,
+    ExperimentPublic,
+)
+from service.client.aio import AsyncClient
+from service.client.calls import Calls, JobSpec, SweepSpec
 from service.client.protocol import (
     DEFAULT_URL,
     STREAM_READ_TIMEOUT,
     ApiError,
     Call,
-    Calls,
-    JobSpec,
     LogAttempt,
     LogEnd,
     LogEvent,
+    LogFollow,
     LogText,
-    SseParser,
+    Poll,
     StreamInterrupted,
     T,
     WaitTimeout,
     client_headers,
-    follow_request,
     raise_for_problem,
-    retryable,
-    to_log_event,
 )
 from service.core.schemas import Page
 from service.core.states import JobStatus
 from service.jobs.schemas import FilePublic, JobPublic, LogChunk, MetricPointPublic
 from service.models.schemas import ModelPublic, ModelVersionPublic
+from service.sweeps.schemas import SweepDetail, SweepPublic, SweepStatus
 
 __all__ = ["DEFAULT_URL", "ApiError", "AsyncClient", "Client", "LogAttempt", "LogEnd", "LogEvent", "LogText",
            "StreamInterrupted", "WaitTimeout"]
@@ -71,8 +79,7 @@ class Client:
 
     def _send(self, call: Call[T]) -> T:
         response = self._http.request(call.method, call.path, params=call.params, json=call.body, headers=call.headers)
-        raise_for_problem(response)
-        return call.parse(response)
+        return call.read(response)
 
     def _collect(self, page_call: Callable[[str | None], Call[Page[T]]]) -> list[T]:
         """Every item of a paged list, following `next_cursor`."""
@@ -85,6 +92,8 @@ class Client:
                 return items
             cursor = page.next_cursor
 
+    # jobs
+
     def submit(self, spec: JobSpec = None, *, idempotency_key: str | None = None) -> JobPublic:
         """Submit a job (the tutorial job when `spec` is None)."""
         return self._send(Calls.submit(spec, idempotency_key))
@@ -94,16 +103,18 @@ class Client:
         return self._send(Calls.get(job_id))
 
     def list_jobs(self, *, experiment: str | None = None, status: JobStatus | str | None = None,
-                  tag: str | None = None, limit: int = 50, cursor: str | None = None) -> Page[JobPublic]:
+                  tag: str | None = None, sweep_id: str | None = None, limit: int = 50,
+                  cursor: str | None = None) -> Page[JobPublic]:
         """One page of jobs, newest first."""
-        return self._send(Calls.list_jobs(experiment, status, tag, limit, cursor))
+        return self._send(Calls.list_jobs(experiment, status, tag, limit, cursor, sweep_id))
 
     def iter_jobs(self, *, experiment: str | None = None, status: JobStatus | str | None = None,
-                  tag: str | None = None, page_size: int = 100) -> Iterator[JobPublic]:
+                  tag: str | None = None, sweep_id: str | None = None, page_size: int = 100) -> Iterator[JobPublic]:
         """Every matching job, newest first, following the cursors."""
         cursor: str | None = None
         while True:
-            page = self.list_jobs(experiment=experiment, status=status, tag=tag, limit=page_size, cursor=cursor)
+            page = self.list_jobs(experiment=experiment, status=status, tag=tag, sweep_id=sweep_id,
+                                  limit=page_size, cursor=cursor)
             yield from page.items
             if page.next_cursor is None:
                 return
@@ -128,59 +139,39 @@ class Client:
     def follow_logs(
         self, job_id: str, *, offset: int = 0, max_reconnects: int = 10, reconnect_delay: float = 1.0
     ) -> Iterator[LogEvent]:
-        """`LogText` events as the run writes them, then one `LogEnd`.
-
-        A stream cut before `end` is resumed with `Last-Event-ID` (no gap, no repeat), waiting
-        `reconnect_delay` (or the server's `retry`) times the failures so far, up to
-        `max_reconnects` failures in a row; then `StreamInterrupted`. The stream never ends quietly.
-        """
-        failures, resume_from, delay = 0, None, reconnect_delay
+        """`LogText` events as the run writes them, then one `LogEnd` (see `protocol.LogFollow`)."""
+        follow = LogFollow(job_id, offset, max_reconnects, reconnect_delay)
+        timeout = httpx.Timeout(self._http.timeout.connect, read=STREAM_READ_TIMEOUT)
         while True:
-            path, params, headers = follow_request(job_id, offset, resume_from)
+            path, params, headers = follow.request()
+            cause: Exception | None = None
             try:
-                timeout = httpx.Timeout(self._http.timeout.connect, read=STREAM_READ_TIMEOUT)
                 with self._http.stream("GET", path, params=params, headers=headers, timeout=timeout) as r:
                     if not r.is_success:
                         r.read()
                         raise_for_problem(r)
-                    parser = SseParser()
-                    for line in r.iter_lines():
-                        sse = parser.feed(line)
-                        if sse is None:
-                            continue
-                        delay = sse.retry / 1000 if sse.retry is not None else delay
-                        item = to_log_event(sse)
-                        if isinstance(item, LogText):
-                            failures, offset, resume_from = 0, item.next_offset, item.next_offset
-                            yield item
-                        elif isinstance(item, LogAttempt):
-                            offset, resume_from = 0, 0
-                            yield item
-                        elif isinstance(item, LogEnd):
-                            yield item
+                    for chunk in r.iter_bytes():
+                        yield from follow.feed(chunk)
+                        if follow.done:
                             return
             except (httpx.TransportError, ApiError) as exc:
-                if not retryable(exc):
-                    raise
-                cause: Exception = exc
-            else:
-                cause = StreamInterrupted("the stream closed before its end event")
-            failures += 1
-            resume_from = offset
-            if failures > max_reconnects:
-                raise StreamInterrupted(f"log stream of job {job_id} lost {failures} times: {cause}") from cause
-            time.sleep(min(delay * failures, 10.0))
+                cause = exc
+            time.sleep(follow.lost(cause))
+
+    def watch(self, job_id: str, timeout: float | None = None, *, poll_interval: float = 1.0) -> Iterator[JobPublic]:
+        """The job at each poll, the last one terminal; `WaitTimeout` after `timeout` seconds."""
+        poll = Poll(timeout, poll_interval)
+        while True:
+            job = self.get(job_id)
+            yield job
+            pause = poll.pause(job.status.is_terminal(), f"job {job_id} still {job.status.value}")
+            if pause is None:
+                return
+            time.sleep(pause)
 
     def wait(self, job_id: str, timeout: float | None = None, *, poll_interval: float = 1.0) -> JobPublic:
         """Poll until the job is completed, failed or canceled; `WaitTimeout` after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            job = self.get(job_id)
-            if job.status.is_terminal():
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"job {job_id} still {job.status.value} after {timeout}s")
-            time.sleep(poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - time.monotonic())))
+        return _last(self.watch(job_id, timeout, poll_interval=poll_interval))
 
     def files(self, job_id: str) -> list[FilePublic]:
         """The run's output files."""
@@ -189,6 +180,8 @@ class Client:
     def download(self, job_id: str, path: str) -> bytes:
         """The bytes of one of the run's files."""
         return self._send(Calls.download(job_id, path))
+
+    # models
 
     def register_model(self, job_id: str, *, model_name: str, model_path: str,
                        tags: Mapping[str, str] | None = None) -> ModelVersionPublic:
@@ -207,162 +200,87 @@ class Client:
         """One version of a model (a number or `latest`)."""
         return self._send(Calls.model_version(name, version))
 
+    # catalog
+
+    def create_experiment(self, name: str) -> ExperimentPublic:
+        """Create an experiment (submitting a job creates its experiment too)."""
+        return self._send(Calls.create_experiment(name))
+
+    def experiments(self) -> list[ExperimentPublic]:
+        """Every experiment."""
+        return self._collect(Calls.experiments)
+
+    def create_environment(self, spec: EnvironmentCreate | Mapping[str, Any]) -> EnvironmentPublic:
+        """Register the next version of an environment."""
+        return self._send(Calls.create_environment(spec))
+
+    def environments(self) -> list[EnvironmentPublic]:
+        """Every environment version."""
+        return self._collect(Calls.environments)
+
+    def create_dataset(self, spec: DatasetCreate | Mapping[str, Any]) -> DatasetPublic:
+        """Register the next version of a dataset (a server folder, or a URI for Azure targets)."""
+        return self._send(Calls.create_dataset(spec))
+
+    def datasets(self) -> list[DatasetPublic]:
+        """Every dataset version."""
+        return self._collect(Calls.datasets)
+
+    def compute(self) -> list[ComputePublic]:
+        """The compute targets and their state."""
+        return self._send(Calls.compute())
+
+    # sweeps
+
+    def create_sweep(self, spec: SweepSpec, *, idempotency_key: str | None = None) -> SweepDetail:
+        """Start a sweep."""
+        return self._send(Calls.create_sweep(spec, idempotency_key))
+
+    def list_sweeps(self, *, experiment: str | None = None, status: SweepStatus | str | None = None,
+                    limit: int = 50, cursor: str | None = None) -> Page[SweepPublic]:
+        """One page of sweeps, newest first."""
+        return self._send(Calls.list_sweeps(experiment, status, limit, cursor))
+
+    def get_sweep(self, sweep_id: str) -> SweepDetail:
+        """A sweep with its children."""
+        return self._send(Calls.get_sweep(sweep_id))
+
+    def cancel_sweep(self, sweep_id: str) -> SweepDetail:
+        """Cancel a sweep: no more children start, running ones are canceled."""
+        return self._send(Calls.cancel_sweep(sweep_id))
+
+    def watch_sweep(self, sweep_id: str, timeout: float | None = None, *,
+                    poll_interval: float = 1.0) -> Iterator[SweepDetail]:
+        """The sweep at each poll, the last one terminal; `WaitTimeout` after `timeout` seconds."""
+        poll = Poll(timeout, poll_interval)
+        while True:
+            sweep = self.get_sweep(sweep_id)
+            yield sweep
+            pause = poll.pause(sweep.status.is_terminal(), f"sweep {sweep_id} still {sweep.status.value}")
+            if pause is None:
+                return
+            time.sleep(pause)
+
+    def wait_sweep(self, sweep_id: str, timeout: float | None = None, *, poll_interval: float = 1.0) -> SweepDetail:
+        """Poll until the sweep ends; `WaitTimeout` after `timeout` seconds."""
+        return _last(self.watch_sweep(sweep_id, timeout, poll_interval=poll_interval))
+
+    # the service
+
     def health(self) -> Health:
         """Liveness of the service."""
         return self._send(Calls.health())
 
+    def ready(self) -> Health:
+        """Readiness: the database and each backend (`unavailable` rather than an error when down)."""
+        return self._send(Calls.ready())
 
-class AsyncClient:
-    """The same API as `Client`, for asyncio code."""
+    def prometheus_metrics(self) -> str:
+        """The service's /metrics, Prometheus text format."""
+        return self._send(Calls.prometheus_metrics())
 
-    def __init__(
-        self, base_url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None, headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=client_headers(api_key, headers),
-                                       timeout=timeout, transport=transport)
 
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def _send(self, call: Call[T]) -> T:
-        response = await self._http.request(call.method, call.path, params=call.params, json=call.body,
-                                            headers=call.headers)
-        raise_for_problem(response)
-        return call.parse(response)
-
-    async def _collect(self, page_call: Callable[[str | None], Call[Page[T]]]) -> list[T]:
-        """Every item of a paged list, following `next_cursor`."""
-        items: list[T] = []
-        cursor: str | None = None
-        while True:
-            page = await self._send(page_call(cursor))
-            items.extend(page.items)
-            if page.next_cursor is None:
-                return items
-            cursor = page.next_cursor
-
-    async def submit(self, spec: JobSpec = None, *, idempotency_key: str | None = None) -> JobPublic:
-        """Submit a job (the tutorial job when `spec` is None)."""
-        return await self._send(Calls.submit(spec, idempotency_key))
-
-    async def get(self, job_id: str) -> JobPublic:
-        """Read a job."""
-        return await self._send(Calls.get(job_id))
-
-    async def list_jobs(self, *, experiment: str | None = None, status: JobStatus | str | None = None,
-                        tag: str | None = None, limit: int = 50, cursor: str | None = None) -> Page[JobPublic]:
-        """One page of jobs, newest first."""
-        return await self._send(Calls.list_jobs(experiment, status, tag, limit, cursor))
-
-    async def health(self) -> Health:
-        """Liveness of the service."""
-        return await self._send(Calls.health())
-
-    async def cancel(self, job_id: str) -> JobPublic:
-        """Ask a job to stop (409 `ApiError` when it already ended)."""
-        return await self._send(Calls.cancel(job_id))
-
-    async def metrics(self, job_id: str) -> dict[str, float]:
-        """The latest value of each metric."""
-        return await self._send(Calls.metrics(job_id))
-
-    async def metric_history(self, job_id: str, name: str) -> list[MetricPointPublic]:
-        """Every logged point of one metric."""
-        return await self._collect(lambda cursor: Calls.metric_history(job_id, name, cursor))
-
-    async def logs(self, job_id: str, *, offset: int = 0, limit: int = 65_536) -> LogChunk:
-        """Up to `limit` bytes of the log from byte `offset`."""
-        return await self._send(Calls.logs(job_id, offset, limit))
-
-    async def follow_logs(
-        self, job_id: str, *, offset: int = 0, max_reconnects: int = 10, reconnect_delay: float = 1.0
-    ) -> AsyncIterator[LogEvent]:
-        """`LogText` events as the run writes them, then one `LogEnd`.
-
-        A stream cut before `end` is resumed with `Last-Event-ID` (no gap, no repeat), waiting
-        `reconnect_delay` (or the server's `retry`) times the failures so far, up to
-        `max_reconnects` failures in a row; then `StreamInterrupted`. The stream never ends quietly.
-        """
-        failures, resume_from, delay = 0, None, reconnect_delay
-        while True:
-            path, params, headers = follow_request(job_id, offset, resume_from)
-            try:
-                async with self._http.stream(
-                    "GET", path, params=params, headers=headers,
-                    timeout=httpx.Timeout(self._http.timeout.connect, read=STREAM_READ_TIMEOUT),
-                ) as r:
-                    if not r.is_success:
-                        await r.aread()
-                        raise_for_problem(r)
-                    parser = SseParser()
-                    async for line in r.aiter_lines():
-                        sse = parser.feed(line)
-                        if sse is None:
-                            continue
-                        delay = sse.retry / 1000 if sse.retry is not None else delay
-                        item = to_log_event(sse)
-                        if isinstance(item, LogText):
-                            failures, offset, resume_from = 0, item.next_offset, item.next_offset
-                            yield item
-                        elif isinstance(item, LogAttempt):
-                            offset, resume_from = 0, 0
-                            yield item
-                        elif isinstance(item, LogEnd):
-                            yield item
-                            return
-            except (httpx.TransportError, ApiError) as exc:
-                if not retryable(exc):
-                    raise
-                cause: Exception = exc
-            else:
-                cause = StreamInterrupted("the stream closed before its end event")
-            failures += 1
-            resume_from = offset
-            if failures > max_reconnects:
-                raise StreamInterrupted(f"log stream of job {job_id} lost {failures} times: {cause}") from cause
-            await asyncio.sleep(min(delay * failures, 10.0))
-
-    async def wait(self, job_id: str, timeout: float | None = None, *, poll_interval: float = 1.0) -> JobPublic:
-        """Poll until the job is completed, failed or canceled; `WaitTimeout` after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            job = await self.get(job_id)
-            if job.status.is_terminal():
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"job {job_id} still {job.status.value} after {timeout}s")
-            pause = poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - time.monotonic()))
-            await asyncio.sleep(pause)
-
-    async def download(self, job_id: str, path: str) -> bytes:
-        """The bytes of one of the run's files."""
-        return await self._send(Calls.download(job_id, path))
-
-    async def register_model(self, job_id: str, *, model_name: str, model_path: str,
-                             tags: Mapping[str, str] | None = None) -> ModelVersionPublic:
-        """Register a file of a completed job as the next version of `model_name`."""
-        return await self._send(Calls.register_model(job_id, model_name, model_path, tags))
-
-    async def files(self, job_id: str) -> list[FilePublic]:
-        """The run's output files."""
-        return await self._collect(lambda cursor: Calls.files(job_id, cursor))
-
-    async def models(self) -> list[ModelPublic]:
-        """Every registered model with its latest version."""
-        return await self._collect(Calls.models)
-
-    async def model_versions(self, name: str) -> list[ModelVersionPublic]:
-        """Every version of one model, oldest first."""
-        return await self._collect(lambda cursor: Calls.model_versions(name, cursor))
-
-    async def model_version(self, name: str, version: int | str = "latest") -> ModelVersionPublic:
-        """One version of a model (a number or `latest`)."""
-        return await self._send(Calls.model_version(name, version))
+def _last(items: Iterator[T]) -> T:
+    for item in items:
+        last = item
+    return last

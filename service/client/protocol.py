@@ -1,47 +1,68 @@
-"""What the runyard clients share: errors, the API's requests as values, and the SSE log-stream format."""
+"""What the runyard clients share, sans I/O: errors, typed log events, the log-follow and wait state machines.
+
+`Client` and `AsyncClient` only move bytes and sleep; every decision (what to request, how to read
+the answer, when to reconnect or give up) is made here, once.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
 
-from service.api.schemas import Health
-from service.core.schemas import Page
+from service.client.sse import LineSplitter, SseDecoder, SseEvent, SseParser
 from service.core.states import JobStatus
-from service.jobs.schemas import (
-    TUTORIAL_JOB,
-    FilePublic,
-    JobCreate,
-    JobPublic,
-    LogChunk,
-    MetricPointPublic,
-    MetricsPublic,
-)
-from service.models.schemas import ModelPublic, ModelVersionPublic
+
+__all__ = [
+    "DEFAULT_URL", "ApiError", "Call", "LineSplitter", "LogAttempt", "LogEnd", "LogEvent", "LogFollow", "LogText",
+    "Poll", "SseDecoder", "SseEvent", "SseParser", "StreamInterrupted", "WaitTimeout", "client_headers",
+    "raise_for_problem", "retryable", "to_log_event",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = "runyard-client/0.1.0"
 # The server sends a heartbeat every 15 s by default: this much silence means the connection is dead.
 STREAM_READ_TIMEOUT = 60.0
+MAX_RECONNECT_PAUSE = 10.0
 T = TypeVar("T")
-JobSpec = JobCreate | Mapping[str, Any] | None
 
 
 class ApiError(Exception):
-    """The service answered with an error; `problem` is its RFC 9457 document."""
+    """The service answered with an error; `problem` is its RFC 9457 document.
+
+    `str()` carries the title, the detail and each of the problem's `errors[]` (where and why),
+    so a 422 says which field is wrong without reading the document.
+    """
 
     def __init__(self, status: int, problem: Mapping[str, Any]) -> None:
         self.status = status
         self.problem = dict(problem)
         self.title = str(problem.get("title", "Error"))
         self.detail = str(problem.get("detail", ""))
-        super().__init__(f"{status} {self.title}: {self.detail}")
+        self.reasons = problem_reasons(self.problem)
+        message = f"{status} {self.title}: {self.detail}"
+        super().__init__(message + "".join(f"\n  {reason}" for reason in self.reasons))
+
+
+def problem_reasons(problem: Mapping[str, Any]) -> list[str]:
+    """`body.experiment: String should match pattern ...` for each entry of a problem's `errors[]`."""
+    errors = problem.get("errors")
+    if not isinstance(errors, list):
+        return []
+    reasons = []
+    for error in errors:
+        if not isinstance(error, Mapping):
+            continue
+        loc = error.get("loc")
+        where = ".".join(str(part) for part in loc) if isinstance(loc, list) else ""
+        message = str(error.get("msg", ""))
+        reasons.append(f"{where}: {message}" if where else message)
+    return reasons
 
 
 class StreamInterrupted(Exception):
@@ -49,7 +70,7 @@ class StreamInterrupted(Exception):
 
 
 class WaitTimeout(TimeoutError):
-    """`wait()` gave up before the job reached a terminal state."""
+    """`wait()` gave up before the job (or sweep) reached a terminal state; it keeps going on the service."""
 
 
 @dataclass(frozen=True)
@@ -80,47 +101,6 @@ class LogEnd:
 LogEvent = LogText | LogAttempt | LogEnd
 
 
-@dataclass
-class SseEvent:
-    event: str = "message"
-    data: str = ""
-    id: str | None = None
-    retry: int | None = None
-
-
-@dataclass
-class SseParser:
-    """Turns text/event-stream lines into events, as the WHATWG EventSource algorithm does."""
-
-    _event: str = ""
-    _data: list[str] = field(default_factory=list)
-    _id: str | None = None
-    _retry: int | None = None
-
-    def feed(self, line: str) -> SseEvent | None:
-        """Take one line (without its terminator); return an event when a blank line ends one."""
-        if not line:
-            if not self._data:
-                self._event, self._retry = "", None
-                return None
-            event = SseEvent(self._event or "message", "\n".join(self._data), self._id, self._retry)
-            self._event, self._data, self._retry = "", [], None
-            return event
-        if line.startswith(":"):
-            return None  # a comment: the server's heartbeat
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\x00" not in value:
-            self._id = value
-        elif name == "retry" and value.isdigit():
-            self._retry = int(value)
-        return None
-
-
 def to_log_event(event: SseEvent) -> LogEvent | None:
     """A `log` or `end` event of the follow stream as a typed value (others are skipped)."""
     if event.event == "log":
@@ -136,6 +116,24 @@ def to_log_event(event: SseEvent) -> LogEvent | None:
     return None
 
 
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One HTTP request and how to read its answer; shared by the sync and async clients."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: Mapping[str, Any] | None = None
+    body: Any = None
+    headers: Mapping[str, str] | None = None
+    accept: tuple[int, ...] = ()  # error statuses whose body is still the answer (503 from /readyz)
+
+    def read(self, response: httpx.Response) -> T:
+        if response.status_code not in self.accept:
+            raise_for_problem(response)
+        return self.parse(response)
+
+
 def raise_for_problem(response: httpx.Response) -> None:
     """Raise `ApiError` for a 4xx/5xx answer, with the problem document (or a made-up one)."""
     if response.is_success:
@@ -149,108 +147,6 @@ def raise_for_problem(response: httpx.Response) -> None:
     raise ApiError(response.status_code, body)
 
 
-@dataclass(frozen=True)
-class Call(Generic[T]):
-    """One HTTP request and how to read its answer; shared by the sync and async clients."""
-
-    method: str
-    path: str
-    parse: Callable[[httpx.Response], T]
-    params: Mapping[str, Any] | None = None
-    body: Any = None
-    headers: Mapping[str, str] | None = None
-
-
-def _model(kind: type[BaseModel] | Any) -> Callable[[httpx.Response], Any]:
-    adapter: TypeAdapter[Any] = TypeAdapter(kind)
-    return lambda response: adapter.validate_python(response.json())
-
-
-def _job_body(spec: JobSpec) -> dict[str, Any]:
-    if spec is None:
-        return dict(TUTORIAL_JOB)
-    if isinstance(spec, JobCreate):
-        return spec.model_dump(mode="json", exclude_unset=True)
-    return dict(spec)
-
-
-def _seg(value: str) -> str:
-    return quote(value, safe="")
-
-
-def _query(**params: Any) -> dict[str, Any]:
-    return {k: v.value if isinstance(v, JobStatus) else v for k, v in params.items() if v is not None}
-
-
-class Calls:
-    """The requests of the API, as `Call` values."""
-
-    @staticmethod
-    def submit(spec: JobSpec, idempotency_key: str | None) -> Call[JobPublic]:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return Call("POST", "/v1/jobs", _model(JobPublic), body=_job_body(spec), headers=headers)
-
-    @staticmethod
-    def get(job_id: str) -> Call[JobPublic]:
-        return Call("GET", f"/v1/jobs/{_seg(job_id)}", _model(JobPublic))
-
-    @staticmethod
-    def list_jobs(experiment: str | None, status: JobStatus | str | None, tag: str | None, limit: int,
-                  cursor: str | None) -> Call[Page[JobPublic]]:
-        params = _query(experiment=experiment, status=status, tag=tag, limit=limit, cursor=cursor)
-        return Call("GET", "/v1/jobs", _model(Page[JobPublic]), params=params)
-
-    @staticmethod
-    def cancel(job_id: str) -> Call[JobPublic]:
-        return Call("POST", f"/v1/jobs/{_seg(job_id)}/cancel", _model(JobPublic))
-
-    @staticmethod
-    def metrics(job_id: str) -> Call[dict[str, float]]:
-        parse = _model(MetricsPublic)
-        return Call("GET", f"/v1/jobs/{_seg(job_id)}/metrics", lambda r: dict(parse(r).metrics))
-
-    @staticmethod
-    def metric_history(job_id: str, name: str, cursor: str | None) -> Call[Page[MetricPointPublic]]:
-        return Call("GET", f"/v1/jobs/{_seg(job_id)}/metrics/{_seg(name)}/history", _model(Page[MetricPointPublic]),
-                     params=_query(cursor=cursor, limit=500))
-
-    @staticmethod
-    def logs(job_id: str, offset: int, limit: int) -> Call[LogChunk]:
-        params = {"offset": offset, "limit": limit}
-        return Call("GET", f"/v1/jobs/{_seg(job_id)}/logs", _model(LogChunk), params=params)
-
-    @staticmethod
-    def files(job_id: str, cursor: str | None) -> Call[Page[FilePublic]]:
-        return Call("GET", f"/v1/jobs/{_seg(job_id)}/files", _model(Page[FilePublic]), params=_query(cursor=cursor))
-
-    @staticmethod
-    def download(job_id: str, path: str) -> Call[bytes]:
-        return Call("GET", f"/v1/jobs/{_seg(job_id)}/files/{quote(path)}", lambda r: r.content)
-
-    @staticmethod
-    def register_model(job_id: str, model_name: str, model_path: str,
-                       tags: Mapping[str, str] | None) -> Call[ModelVersionPublic]:
-        body = {"model_name": model_name, "model_path": model_path, "tags": dict(tags or {})}
-        return Call("POST", f"/v1/jobs/{_seg(job_id)}/models", _model(ModelVersionPublic), body=body)
-
-    @staticmethod
-    def models(cursor: str | None) -> Call[Page[ModelPublic]]:
-        return Call("GET", "/v1/models", _model(Page[ModelPublic]), params=_query(cursor=cursor))
-
-    @staticmethod
-    def model_versions(name: str, cursor: str | None) -> Call[Page[ModelVersionPublic]]:
-        return Call("GET", f"/v1/models/{_seg(name)}/versions", _model(Page[ModelVersionPublic]),
-                     params=_query(cursor=cursor))
-
-    @staticmethod
-    def model_version(name: str, version: int | str) -> Call[ModelVersionPublic]:
-        return Call("GET", f"/v1/models/{_seg(name)}/versions/{_seg(str(version))}", _model(ModelVersionPublic))
-
-    @staticmethod
-    def health() -> Call[Health]:
-        return Call("GET", "/healthz", _model(Health))
-
-
 def client_headers(api_key: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     if api_key:
@@ -258,14 +154,87 @@ def client_headers(api_key: str | None, extra: Mapping[str, str] | None) -> dict
     return {**headers, **(extra or {})}
 
 
-def follow_request(job_id: str, start: int, resume_from: int | None) -> tuple[str, dict[str, Any], dict[str, str]]:
-    headers = {"Accept": "text/event-stream"}
-    if resume_from is not None:
-        headers["Last-Event-ID"] = str(resume_from)
-    return f"/v1/jobs/{_seg(job_id)}/logs", {"follow": "true", "offset": start}, headers
-
-
 def retryable(exc: Exception) -> bool:
     return isinstance(exc, httpx.TransportError) or (isinstance(exc, ApiError) and exc.status >= 500)
 
 
+@dataclass
+class LogFollow:
+    """Following one job's log across reconnects: what to ask for, what each byte means, when to give up.
+
+    A stream cut before `end` is resumed with `Last-Event-ID` (no gap, no repeat), waiting
+    `reconnect_delay` (or the server's `retry`) times the failures so far, up to `max_reconnects`
+    failures in a row; then `StreamInterrupted`. The stream never ends quietly.
+    """
+
+    job_id: str
+    offset: int = 0
+    max_reconnects: int = 10
+    reconnect_delay: float = 1.0
+    done: bool = False
+    _failures: int = 0
+    _resume_from: int | None = None
+    _decoder: SseDecoder = field(default_factory=SseDecoder)
+
+    def request(self) -> tuple[str, dict[str, Any], dict[str, str]]:
+        """Path, query and headers of the next connection (each starts a fresh parser)."""
+        self._decoder = SseDecoder()
+        headers = {"Accept": "text/event-stream"}
+        if self._resume_from is not None:
+            headers["Last-Event-ID"] = str(self._resume_from)
+        return f"/v1/jobs/{quote(self.job_id, safe='')}/logs", {"follow": "true", "offset": self.offset}, headers
+
+    def feed(self, chunk: bytes) -> list[LogEvent]:
+        """The typed events in this piece of the body; after a `LogEnd`, `done` is set and the rest ignored."""
+        found: list[LogEvent] = []
+        for sse in self._decoder.feed(chunk):
+            if self.done:
+                break
+            if sse.retry is not None:
+                self.reconnect_delay = sse.retry / 1000
+            item = to_log_event(sse)
+            if isinstance(item, LogText):
+                self._failures, self.offset, self._resume_from = 0, item.next_offset, item.next_offset
+            elif isinstance(item, LogAttempt):
+                self.offset, self._resume_from = 0, 0
+            elif isinstance(item, LogEnd):
+                self.done = True
+            if item is not None:
+                found.append(item)
+        return found
+
+    def lost(self, cause: Exception | None) -> float:
+        """The connection ended before `end` (`cause` None: it closed cleanly): seconds to wait, or raise."""
+        if cause is not None and not retryable(cause):
+            raise cause
+        reason = cause if cause is not None else StreamInterrupted("the stream closed before its end event")
+        self._failures += 1
+        self._resume_from = self.offset
+        if self._failures > self.max_reconnects:
+            raise StreamInterrupted(
+                f"log stream of job {self.job_id} lost {self._failures} times: {reason}") from reason
+        return min(self.reconnect_delay * self._failures, MAX_RECONNECT_PAUSE)
+
+
+@dataclass
+class Poll:
+    """Polling until something ends: how long to pause next, or `WaitTimeout` once `timeout` is spent."""
+
+    timeout: float | None
+    interval: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    _started: float | None = None
+
+    def pause(self, finished: bool, state: str) -> float | None:
+        """None when `finished`; else seconds to sleep before the next look. `state` names what is still going."""
+        now = self.clock()
+        if self._started is None:
+            self._started = now
+        if finished:
+            return None
+        if self.timeout is None:
+            return self.interval
+        left = self._started + self.timeout - now
+        if left <= 0:
+            raise WaitTimeout(f"{state} after {self.timeout:g}s; it keeps going on the service")
+        return min(self.interval, left)
