@@ -15,6 +15,10 @@ from service.core.errors import InvalidRequest
 
 T = TypeVar("T")
 MAX_LIMIT = 500
+# A key value must fit the database's 64-bit integers and encode as text: json.loads accepts
+# 2**63, "\ud800" and NUL, each of which would fail (500) only once bound into the query.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_MAX_TEXT = 1024
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
@@ -30,13 +34,25 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest("cursor is not valid; pass back a next_cursor unchanged") from exc
-    if (
-        not isinstance(values, list)
-        or len(values) != arity
-        or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values)
-    ):
+    if not isinstance(values, list) or len(values) != arity or not all(_valid_key(v) for v in values):
         raise InvalidRequest("cursor is not valid; pass back a next_cursor unchanged")
     return values
+
+
+def _valid_key(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return _INT_MIN <= value <= _INT_MAX
+    if isinstance(value, str):
+        if len(value) > _MAX_TEXT or "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate
+            return False
+        return True
+    return False
 
 
 def keyset_page(

@@ -30,7 +30,8 @@ from service.jobs.schemas import (
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[
     str | None,
-    Header(max_length=255, description="retries with the same key and body return the same job"),
+    Header(min_length=1, max_length=255,
+           description="non-empty; retries with the same key and body return the same job"),
 ]
 
 

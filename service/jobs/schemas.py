@@ -5,12 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 from service.core.schemas import ExperimentName, Name, RelPath, Strict, Tags
 from service.core.states import JobStatus
 
-ArgText = Annotated[str, StringConstraints(max_length=4096)]
+
+def _argv_safe(text: str) -> str:
+    # execve takes C strings: a NUL, or a lone surrogate that no filesystem encoding can write,
+    # would be accepted here and then fail every dispatch of the job.
+    if "\x00" in text:
+        raise ValueError("a NUL character cannot be passed on a command line")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from exc
+    return text
+
+
+ArgText = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_argv_safe)]
+# NaN and infinities are valid JSON to Python but no script's argparse reads them back as numbers.
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class DatasetArgument(Strict):
@@ -21,7 +36,7 @@ class DatasetArgument(Strict):
     mode: Literal["mount", "download"] = "mount"
 
 
-Argument = StrictBool | StrictInt | StrictFloat | ArgText | DatasetArgument
+Argument = StrictBool | StrictInt | FiniteFloat | ArgText | DatasetArgument
 
 TUTORIAL_JOB: dict[str, Any] = {
     "experiment": "Tutorial-sklearn-mnist",

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import ColumnElement, exists, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -146,8 +147,19 @@ def list_jobs(
         key, sep, value = tag.partition(":")
         if not sep or not key:
             raise InvalidRequest("tag filter must look like key:value")
-        stmt = stmt.where(col(Job.tags)[key].as_string() == value)
+        stmt = stmt.where(_tag_is(session, key, value))
     return keyset_page(session, stmt, [col(Job.id)], lambda j: [j.id], limit=limit, cursor=cursor, descending=True)
+
+
+def _tag_is(session: Session, key: str, value: str) -> ColumnElement[bool]:
+    """`tags[key] == value`, for any Unicode key."""
+    if session.get_bind().dialect.name != "sqlite":
+        matches: ColumnElement[bool] = col(Job.tags)[key].as_string() == value
+        return matches
+    # Tags are stored as json.dumps writes them, "k\u00fc" for "kü"; SQLite's json_extract
+    # compares path labels with the stored text still escaped, json_each decodes them.
+    each = func.json_each(Job.tags).table_valued("key", "value")
+    return exists(select(1).select_from(each).where(each.c.key == key, each.c.value == value))
 
 
 def cancel_job(session: Session, *, job_id: str) -> Job:

@@ -15,7 +15,8 @@ from service.sweeps.schemas import SweepCreate, SweepDetail, SweepPublic, SweepS
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 IdempotencyKey = Annotated[
     str | None,
-    Header(max_length=255, description="retries with the same key and body return the same sweep"),
+    Header(min_length=1, max_length=255,
+           description="non-empty; retries with the same key and body return the same sweep"),
 ]
 
 

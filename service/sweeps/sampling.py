@@ -30,6 +30,9 @@ def validate(spec: SweepCreate) -> None:
             raise InvalidRequest(f"{flag}: low must be less than high")
         if isinstance(dist, LogUniform) and dist.low <= 0:
             raise InvalidRequest(f"{flag}: loguniform needs low > 0")
+        if isinstance(dist, Uniform) and not math.isfinite(dist.high - dist.low):
+            # The draw is low + (high - low) * u: an infinite width makes every child `high`.
+            raise InvalidRequest(f"{flag}: high - low overflows a float; narrow the range")
         if isinstance(dist, Choice) and len({_key(v) for v in dist.values}) != len(dist.values):
             raise InvalidRequest(f"{flag}: choice values repeat")
         if spec.sampling == "grid" and not isinstance(dist, Choice):
@@ -73,7 +76,9 @@ def _draw(rng: random.Random, dist: Choice | Uniform | LogUniform) -> Any:
     if isinstance(dist, Choice):
         return rng.choice(dist.values)
     if isinstance(dist, LogUniform):
-        value = math.exp(rng.uniform(math.log(dist.low), math.log(dist.high)))
+        top = math.log(dist.high)
+        # uniform() may round a hair past `top`, and exp() of that can overflow near the float maximum.
+        value = math.exp(min(rng.uniform(math.log(dist.low), top), top))
     else:
         value = rng.uniform(dist.low, dist.high)
     # Short values read better in argv and tables; clamping keeps rounding inside the range.

@@ -6,11 +6,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 from service.core.schemas import Strict
 from service.core.states import JobStatus
-from service.jobs.schemas import ArgText, JobCreate
+from service.jobs.schemas import ArgText, FiniteFloat, JobCreate
 from service.models.schemas import ModelRegister
 
 MAX_TOTAL_RUNS = 1000
@@ -18,7 +18,7 @@ MAX_CONCURRENT_RUNS = 100
 
 Flag = Annotated[str, StringConstraints(pattern=r"^--?[A-Za-z][A-Za-z0-9_.-]{0,127}$")]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-Scalar = StrictBool | StrictInt | StrictFloat | ArgText
+Scalar = StrictBool | StrictInt | FiniteFloat | ArgText
 Bound = Annotated[float, Field(allow_inf_nan=False)]
 Slack = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
