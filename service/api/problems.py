@@ -9,15 +9,19 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from service.core.errors import BackendError, RunyardError
+from service.db.engine import storage_problem
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, request: Request, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     """A problem+json response."""
     body = {
         "type": f"https://runyard.dev/problems/{title.lower().replace(' ', '-')}",
@@ -27,7 +31,8 @@ def problem(status: int, title: str, detail: str, request: Request, **extra: Any
         "instance": request.url.path,
         **extra,
     }
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -44,6 +49,17 @@ def install(app: FastAPI) -> None:
         if exc.transient:
             return problem(503, "Backend unavailable", exc.message, request)
         return problem(502, "Backend error", exc.message, request)
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(OSError)
+    async def _storage(request: Request, exc: Exception) -> JSONResponse:
+        found = storage_problem(exc)
+        if found is None:
+            return await _unexpected(request, exc)
+        # Clients retry these with the same Idempotency-Key: a submit that did commit is replayed.
+        log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem(503, "Storage unavailable", f"{found.reason}; retry later", request,
+                       headers={"Retry-After": str(found.retry_after_seconds)})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

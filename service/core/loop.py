@@ -49,12 +49,20 @@ class BackgroundLoop:
                 loop.call_soon_threadsafe(self._wake.set)
 
     async def _run(self) -> None:
+        last_failure: str | None = None
         while True:
             self._wake.clear()
             try:
                 await self._tick()
-            except Exception:
-                log.exception("%s tick failed; retrying next tick", self.name)
+                last_failure = None
+            except Exception as exc:
+                failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                # A fault that lasts (a full disk, a held lock) gets one traceback, then one line a tick.
+                if failure == last_failure:
+                    log.warning("%s tick failed again; retrying next tick: %s", self.name, failure)
+                else:
+                    log.exception("%s tick failed; retrying next tick", self.name)
+                last_failure = failure
             self.ticks += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)

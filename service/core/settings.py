@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     cancel_confirm_seconds: float = Field(default=120.0, gt=0)
     cancel_abandon_seconds: float = Field(default=3_600.0, gt=0)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    # /readyz says not ready when the data dir's disk has less free space than this.
+    min_free_disk_mb: float = Field(default=100.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_log_read_bytes: int = Field(default=1_048_576, ge=1024)
     # Comma-separated keys; or their SHA-256 hex digests, so no plain key sits in the environment.

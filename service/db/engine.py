@@ -2,12 +2,68 @@
 
 from __future__ import annotations
 
+import errno
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, create_engine
+
+# SQLite's words for "try again later": another writer holds the lock, the disk (or the
+# file-descriptor table) is full. Other databases' OperationalErrors are lost connections.
+_BUSY = ("database is locked", "database table is locked")
+_FULL = ("database or disk is full", "disk i/o error")
+_NO_FILE = ("unable to open database file",)
+_OS_UNAVAILABLE = {errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE}
+
+
+@dataclass(frozen=True)
+class StorageProblem:
+    """Why storage refused a request, and when a client should try again."""
+
+    reason: str
+    retry_after_seconds: int
+
+
+def storage_problem(exc: BaseException) -> StorageProblem | None:
+    """The problem behind `exc` when it means storage is unavailable for now, else None."""
+    if isinstance(exc, OperationalError | PoolTimeout):
+        text = str(exc.orig if isinstance(exc, OperationalError) else exc).lower()
+        if any(words in text for words in _BUSY):
+            return StorageProblem("the database is busy (another writer holds its lock)", 2)
+        if any(words in text for words in _FULL):
+            return StorageProblem("the disk holding the database is full or failing", 30)
+        if any(words in text for words in _NO_FILE):
+            return StorageProblem("the database file cannot be opened (out of file descriptors?)", 5)
+        return StorageProblem("the database is unavailable", 5)
+    if isinstance(exc, OSError) and exc.errno in _OS_UNAVAILABLE:
+        return StorageProblem(f"storage is unavailable: {exc.strerror}", 30 if exc.errno != errno.EMFILE else 5)
+    return None
+
+
+class WriteHealth:
+    """The outcome of the latest write: readiness reports a failure until a write succeeds again."""
+
+    def __init__(self) -> None:
+        self.failure: str | None = None
+        self.failed_at = 0.0  # time.monotonic()
+
+    def failed(self, reason: str) -> None:
+        self.failure, self.failed_at = reason, time.monotonic()
+
+    def succeeded(self) -> None:
+        self.failure = None
+
+    def recent_failure(self, within_seconds: float) -> str | None:
+        """The failure, if the last write failed less than `within_seconds` ago."""
+        if self.failure is None or time.monotonic() - self.failed_at > within_seconds:
+            return None
+        return self.failure
 
 
 class Database:
@@ -22,6 +78,8 @@ class Database:
         # ~40 concurrent requests for the whole pool timeout. Ten are kept open between bursts.
         pool: dict[str, Any] = {"pool_size": 10, "max_overflow": -1} if self.is_sqlite and ":memory:" not in url else {}
         self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite, **pool)
+        self.writes = WriteHealth()
+        _track_writes(self.engine, self.writes)
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms)
         # Writers take the lock up front: a deferred transaction that upgrades from read
@@ -45,6 +103,29 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _track_writes(engine: Engine, writes: WriteHealth) -> None:
+    # Only a commit that changed rows proves writes work: an empty one succeeds on a full disk.
+    @event.listens_for(engine, "after_cursor_execute")
+    def _on_execute(conn: Any, _cursor: Any, _statement: Any, _params: Any, context: Any, _many: Any) -> None:
+        if context is not None and (context.isinsert or context.isupdate or context.isdelete):
+            conn.info["runyard_wrote"] = True
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(conn: Any) -> None:
+        if conn.info.pop("runyard_wrote", False):
+            writes.succeeded()
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Any) -> None:
+        conn.info.pop("runyard_wrote", None)
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        problem = storage_problem(context.sqlalchemy_exception or context.original_exception)
+        if problem is not None:
+            writes.failed(problem.reason)
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
