@@ -12,15 +12,17 @@ from service.api import docs_assets, health, problems, telemetry
 from service.api.auth import ApiKeys, is_loopback, require_api_key
 from service.api.docs import ERRORS
 from service.api.middleware import BodySizeLimit, RequestObservability
-from service.backends.base import Backend, BackgroundWork
+from service.backends.base import Backend, BackgroundWork, ReportsExits
 from service.backends.local import LocalBackend
 from service.backends.targets import Backends
 from service.catalog import routes as catalog_routes
 from service.catalog import service as catalog
+from service.core.events import Event, Events, Handler, Notice, waker
 from service.core.metrics import Metrics
 from service.core.settings import Settings, get_settings
 from service.db import migrate
 from service.db.engine import Database
+from service.db.uow import uow
 from service.jobs import routes as job_routes
 from service.jobs.dispatcher import Dispatcher
 from service.jobs.metrics import JobsByStatus
@@ -53,6 +55,27 @@ def default_backends(settings: Settings) -> list[Backend]:
     return found
 
 
+def subscribe(events: Events, *, metrics: Metrics, dispatcher: Dispatcher, poller: Poller, sweeper: Sweeper) -> None:
+    """Who acts on what: each loop wakes for the changes that give it work."""
+
+    def count_submit(notice: Notice) -> None:
+        metrics.submits.labels(notice.subject or "").inc()
+
+    wakes: dict[Event, list[Handler]] = {
+        Event.JOB_ACCEPTED: [count_submit],
+        Event.JOB_QUEUED: [waker(dispatcher.loop.wake)],
+        Event.CANCEL_REQUESTED: [waker(poller.loop.wake), waker(dispatcher.loop.wake)],
+        Event.RUN_SUBMITTED: [waker(poller.loop.wake)],
+        Event.RUN_EXITED: [waker(poller.loop.wake)],
+        # A job that ends frees a slot on its target, and maybe in its sweep.
+        Event.JOB_ENDED: [waker(dispatcher.loop.wake), waker(sweeper.loop.wake)],
+        Event.SWEEP_CHANGED: [waker(sweeper.loop.wake)],
+    }
+    for event, handlers in wakes.items():
+        for handler in handlers:
+            events.subscribe(event, handler)
+
+
 def create_app(settings: Settings | None = None, *, backends: BackendFactory = default_backends) -> FastAPI:
     """Build the app; `settings` and `backends` are injectable for tests."""
 
@@ -63,24 +86,16 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
             folder.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(cfg.effective_database_url)
         db = Database(cfg.effective_database_url, busy_timeout_ms=cfg.sqlite_busy_timeout_ms)
-        with db.write_session() as session:
-            catalog.seed_defaults(session, settings=cfg)
-        runtime = Runtime(settings=cfg, db=db, backends=Backends(backends(cfg)), metrics=metrics)
+        with uow(db) as tx:
+            catalog.seed_defaults(tx.session, settings=cfg)
+        events = Events()
+        runtime = Runtime(settings=cfg, db=db, backends=Backends(backends(cfg)), metrics=metrics, events=events)
         metrics.watch(JobsByStatus(db))
-        # The poller is built below; the dispatcher reaches it through the runtime's hook.
-        dispatcher = Dispatcher(runtime, on_submitted=lambda: runtime.wake_poller())
-        sweeper = Sweeper(runtime, on_launched=dispatcher.loop.wake, on_canceled=lambda: runtime.wake_poller())
-
-        def job_finished() -> None:  # a job that ends may free a slot in its sweep, too
-            dispatcher.loop.wake()
-            sweeper.loop.wake()
-
-        poller = Poller(runtime, on_finished=job_finished)
-        runtime.wake_sweeper = sweeper.loop.wake
-        runtime.wake_dispatcher, runtime.wake_poller = dispatcher.loop.wake, poller.loop.wake
+        dispatcher, poller, sweeper = Dispatcher(runtime), Poller(runtime), Sweeper(runtime)
+        subscribe(events, metrics=metrics, dispatcher=dispatcher, poller=poller, sweeper=sweeper)
         for backend in runtime.backends.unique():
-            if isinstance(backend, LocalBackend):
-                backend.set_exit_listener(poller.loop.wake)
+            if isinstance(backend, ReportsExits):
+                backend.set_exit_listener(lambda: events.publish(Event.RUN_EXITED))
             if isinstance(backend, BackgroundWork):
                 backend.start()
         app.state.runtime = runtime

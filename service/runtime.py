@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,11 +11,13 @@ from sqlmodel import Session
 from service.backends.base import Arg, DatasetInput, EnvironmentSpec, RunRef, SubmitRequest
 from service.backends.targets import Backends
 from service.catalog import service as catalog
+from service.core.events import Events
 from service.core.metrics import Metrics
 from service.core.rundir import RunDir
 from service.core.settings import Settings
 from service.db.engine import Database
 from service.db.tables import Job
+from service.db.uow import UnitOfWork, uow
 from service.jobs.supervision import run_key
 
 
@@ -25,12 +27,14 @@ class Runtime:
     db: Database
     backends: Backends
     metrics: Metrics = field(default_factory=Metrics)
-    # Set by the lifespan once the background loops exist.
-    wake_dispatcher: Callable[[], None] = field(default=lambda: None)
-    wake_sweeper: Callable[[], None] = field(default=lambda: None)
-    wake_poller: Callable[[], None] = field(default=lambda: None)
+    # Who hears what changed (loops to wake, counters): subscribed by the composition root.
+    events: Events = field(default_factory=Events)
     # Backend kind -> the last transient error, while it lasts; /readyz reports it.
     backend_health: dict[str, str] = field(default_factory=dict)
+
+    def uow(self) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work on this database whose events reach this runtime's subscribers."""
+        return uow(self.db, self.events)
 
     def run_dir(self, job_id: str, attempt: int = 1) -> RunDir:
         """The run folder of one attempt: `runs/<job_id>`, then `runs/<job_id>.<attempt>`."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -169,4 +169,13 @@ class BackgroundWork(Protocol):
 
     def stop(self) -> None:
         """Stop what `start` began."""
+        ...
+
+
+@runtime_checkable
+class ReportsExits(Protocol):
+    """Optional for a backend: it notices its runs ending and says so at once (before any poll)."""
+
+    def set_exit_listener(self, on_exit: Callable[[], None]) -> None:
+        """Call `on_exit` (from any thread) whenever one of its runs ends."""
         ...

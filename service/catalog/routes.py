@@ -33,8 +33,8 @@ router = APIRouter(prefix="/v1")
     responses=ERRORS(409, 422),
 )
 def create_experiment(spec: ExperimentCreate, runtime: RuntimeDep) -> ExperimentPublic:
-    with runtime.db.write_session() as session:
-        experiment = catalog.create_experiment(session, name=spec.name)
+    with runtime.uow() as tx:
+        experiment = catalog.create_experiment(tx.session, name=spec.name)
     return ExperimentPublic.model_validate(experiment, from_attributes=True)
 
 
@@ -54,8 +54,8 @@ def list_experiments(session: SessionDep, limit: Limit = 100, cursor: Cursor = N
     responses=ERRORS(422),
 )
 def create_environment(spec: EnvironmentCreate, runtime: RuntimeDep) -> EnvironmentPublic:
-    with runtime.db.write_session() as session:
-        env = catalog.create_environment(session, spec=spec)
+    with runtime.uow() as tx:
+        env = catalog.create_environment(tx.session, spec=spec)
     return EnvironmentPublic.model_validate(env, from_attributes=True)
 
 
@@ -75,8 +75,8 @@ def list_environments(session: SessionDep, limit: Limit = 100, cursor: Cursor = 
     responses=ERRORS(422),
 )
 def create_dataset(spec: DatasetCreate, runtime: RuntimeDep) -> DatasetPublic:
-    with runtime.db.write_session() as session:
-        dataset = catalog.create_dataset(session, spec=spec, settings=runtime.settings)
+    with runtime.uow() as tx:
+        dataset = catalog.create_dataset(tx.session, spec=spec, settings=runtime.settings)
     return DatasetPublic.model_validate(dataset, from_attributes=True)
 
 
@@ -91,7 +91,7 @@ def list_compute(session: SessionDep, runtime: RuntimeDep) -> Page[ComputePublic
     active = dict(
         session.exec(
             select(Job.compute_target, func.count())
-            .where(col(Job.status).in_([s.value for s in JobStatus if s.is_active()]))
+            .where(col(Job.status).in_([s for s in JobStatus if s.is_active()]))
             .group_by(col(Job.compute_target))
         ).all()
     )

@@ -42,7 +42,7 @@ def create_experiment(session: Session, *, name: str) -> Experiment:
         raise Conflict(f"experiment {name!r} already exists")
     experiment = Experiment(name=name)
     session.add(experiment)
-    session.commit()
+    session.flush()
     return experiment
 
 
@@ -63,7 +63,7 @@ def create_environment(session: Session, *, spec: EnvironmentCreate) -> Environm
         conda_packages=list(spec.conda_packages),
     )
     session.add(env)
-    session.commit()
+    session.flush()
     return env
 
 
@@ -117,7 +117,7 @@ def _add_dataset_version(
     latest = session.exec(select(func.max(Dataset.version)).where(Dataset.name == name)).one()
     dataset = Dataset(name=name, version=(latest or 0) + 1, path=path, uri=uri, description=description)
     session.add(dataset)
-    session.commit()
+    session.flush()
     return dataset
 
 

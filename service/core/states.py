@@ -1,4 +1,4 @@
-"""The job lifecycle: states, which are terminal, and how Azure's strings map onto them."""
+"""The job and sweep lifecycles: states, which are terminal, and how Azure's strings map onto them."""
 
 from __future__ import annotations
 
@@ -46,6 +46,36 @@ _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.COMPLETED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELED: frozenset(),
+}
+
+
+
+class SweepStatus(StrEnum):
+    """Where a sweep is in its life; terminal states never change again."""
+
+    RUNNING = "running"
+    CANCELING = "canceling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    def is_terminal(self) -> bool:
+        """True for completed, failed and canceled."""
+        return self in _SWEEP_TERMINAL
+
+    def check_transition(self, to: SweepStatus) -> None:
+        """Raise `IllegalTransition` unless a sweep may go `self -> to`."""
+        if to != self and to not in _SWEEP_ALLOWED[self]:
+            raise IllegalTransition(f"a {self.value} sweep cannot become {to.value}")
+
+
+_SWEEP_TERMINAL = frozenset({SweepStatus.COMPLETED, SweepStatus.FAILED, SweepStatus.CANCELED})
+_SWEEP_ALLOWED: dict[SweepStatus, frozenset[SweepStatus]] = {
+    SweepStatus.RUNNING: frozenset({SweepStatus.CANCELING, *_SWEEP_TERMINAL}),
+    SweepStatus.CANCELING: frozenset({SweepStatus.CANCELED}),
+    SweepStatus.COMPLETED: frozenset(),
+    SweepStatus.FAILED: frozenset(),
+    SweepStatus.CANCELED: frozenset(),
 }
 
 AZURE_STATUS_MAP: dict[str, JobStatus] = {

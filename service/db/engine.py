@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,6 +86,12 @@ class Database:
         # Writers take the lock up front: a deferred transaction that upgrades from read
         # to write fails at once with "database is locked" instead of waiting its turn.
         self._write_engine = self.engine.execution_options(runyard_immediate=True)
+        self._local = threading.local()
+
+    @property
+    def writing(self) -> bool:
+        """True while this thread holds a write session: the moment not to call a backend."""
+        return bool(getattr(self._local, "depth", 0))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -98,8 +105,12 @@ class Database:
 
         Keep it open only around the work that writes: every other writer waits meanwhile.
         """
-        with Session(self._write_engine, expire_on_commit=False) as session:
-            yield session
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        try:
+            with Session(self._write_engine, expire_on_commit=False) as session:
+                yield session
+        finally:
+            self._local.depth -= 1
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, Index, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Index, String, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from service.core.clock import utcnow
+from service.core.states import JobStatus, SweepStatus
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -26,6 +28,30 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:  # noqa: ARG002
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StatusText(TypeDecorator[E]):
+    """A status column read as its enum; stored as the plain string it always was."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[E]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Any) -> str | None:  # noqa: ARG002
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Any) -> E | None:  # noqa: ARG002
+        return None if value is None else self.enum(value)
+
+
+def _status(enum: type[StrEnum]) -> Any:
+    return Field(sa_type=StatusText(enum), max_length=16)
 
 
 def _when(*, nullable: bool = False) -> Any:
@@ -70,7 +96,8 @@ class Sweep(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=32)
     experiment: str = Field(foreign_key="experiment.name", max_length=255)
-    status: str = Field(max_length=16)
+    # Written only by service.sweeps.lifecycle.
+    status: SweepStatus = _status(SweepStatus)
     # The request as accepted, and every child's parameters sampled up front: a restart
     # resumes the same plan instead of drawing new values.
     spec: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
@@ -106,7 +133,8 @@ class Job(SQLModel, table=True):
     environment: str = Field(max_length=255)
     environment_version: int
     tags: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
-    status: str = Field(max_length=16)
+    # Written only by service.jobs.lifecycle.
+    status: JobStatus = _status(JobStatus)
     backend_status: str | None = Field(default=None, max_length=64)
     run_id: str | None = Field(default=None, max_length=255, unique=True)
     error: str | None = Field(default=None)
@@ -163,6 +191,10 @@ class ModelVersion(SQLModel, table=True):
     location: str = Field(max_length=4096)
     tags: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
     metrics: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    # Digest of the stored model as the backend reported it (None when it reports none).
+    sha256: str | None = Field(default=None, max_length=64)
+    # True from the version's reservation until the backend has stored the model: not listed.
+    pending: bool = False
     created_at: datetime = _when()
 
 
@@ -175,7 +207,7 @@ class JobAttempt(SQLModel, table=True):
     job_id: str = Field(foreign_key="job.id", max_length=32, index=True)
     attempt: int
     run_id: str | None = Field(default=None, max_length=255)
-    status: str = Field(max_length=16)
+    status: JobStatus = _status(JobStatus)
     error: str | None = None
     exit_code: int | None = None
     started_at: datetime | None = _when(nullable=True)

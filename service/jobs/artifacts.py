@@ -10,7 +10,6 @@ from sqlmodel import Session, col, select
 
 from service.core.errors import NotFound
 from service.core.rundir import RunDir, clean_relative
-from service.core.states import JobStatus
 from service.db.pagination import decode_cursor, encode_cursor, keyset_page
 from service.db.tables import Job, MetricPoint
 from service.jobs.schemas import FilePublic, LogChunk
@@ -51,7 +50,7 @@ def read_log(job: Job, rundir: RunDir, *, offset: int, limit: int) -> LogChunk:
     except FileNotFoundError:
         size, data = 0, b""
     start = min(offset, size)
-    finished = JobStatus(job.status).is_terminal()
+    finished = job.status.is_terminal()
     if not (finished and start + len(data) >= size):
         # A character cut off at the end comes whole with the next read; a finished log that
         # ends mid-character has no next read, so its last bytes are decoded as they are.

@@ -11,22 +11,25 @@ from collections.abc import Callable
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from service.backends.base import RunRef
 from service.core.clock import utcnow
 from service.core.errors import BackendError, NotFound
+from service.core.events import Event
 from service.core.loop import BackgroundLoop
 from service.core.states import JobStatus
 from service.db.tables import Job
+from service.jobs import lifecycle
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-_ACTIVE = [s.value for s in JobStatus if s.is_active()]
+_ACTIVE = [s for s in JobStatus if s.is_active()]
 CLAIM_BATCH = 200
 _GONE = "compute target no longer exists"
 MAX_BACKOFF_SECONDS = 60.0
 
 
-def _count_by_target(session: Session, statuses: list[str]) -> dict[str, int]:
+def _count_by_target(session: Session, statuses: list[JobStatus]) -> dict[str, int]:
     rows = session.exec(
         select(Job.compute_target, func.count()).where(col(Job.status).in_(statuses)).group_by(col(Job.compute_target))
     ).all()
@@ -40,11 +43,9 @@ class Dispatcher:
         self,
         runtime: Runtime,
         *,
-        on_submitted: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime = runtime
-        self._on_submitted = on_submitted
         self._clock = clock
         self._inflight: set[str] = set()
         self._retry_at: dict[str, tuple[int, float]] = {}
@@ -65,34 +66,33 @@ class Dispatcher:
                 job_id
                 for job_id in session.exec(
                     select(Job.id).where(
-                        col(Job.status).in_([JobStatus.STARTING.value, JobStatus.CANCELING.value]),
+                        col(Job.status).in_([JobStatus.STARTING, JobStatus.CANCELING]),
                         col(Job.run_id).is_(None),
                     )
                 ).all()
                 if job_id not in self._inflight and self._due(job_id, now)
             ]
-            waiting = _count_by_target(session, [JobStatus.QUEUED.value])
+            waiting = _count_by_target(session, [JobStatus.QUEUED])
             active = _count_by_target(session, _ACTIVE)
         free = self._free_slots(waiting, active)
         claimed = list(pending)
         if free:
-            with self.runtime.db.write_session() as session:
+            with self.runtime.uow() as tx:
                 for target, slots in free.items():
-                    queued = session.exec(
+                    queued = tx.session.exec(
                         select(Job)
-                        .where(Job.status == JobStatus.QUEUED.value, Job.compute_target == target)
+                        .where(col(Job.status) == JobStatus.QUEUED, col(Job.compute_target) == target)
                         .order_by(col(Job.id))
                         .limit(slots)
                     ).all()
                     for job in queued:
                         if slots == 0:  # a target whose backend is gone: fail its jobs
-                            job.status, job.error, job.ended_at = JobStatus.FAILED.value, _GONE, utcnow()
+                            lifecycle.fail(job, _GONE, now=utcnow())
+                            tx.publish(Event.JOB_ENDED, job.id)
                         else:
-                            job.status = JobStatus.STARTING.value
+                            lifecycle.set_status(job, JobStatus.STARTING, now=utcnow())
                             claimed.append(job.id)
-                        job.updated_at = utcnow()
-                        session.add(job)
-                session.commit()
+                        tx.session.add(job)
         self._inflight.update(claimed)
         return claimed
 
@@ -132,11 +132,11 @@ class Dispatcher:
     async def _submit_one(self, job_id: str) -> None:
         with self.runtime.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or job.run_id is not None or JobStatus(job.status).is_terminal():
+            if job is None or job.run_id is not None or job.status.is_terminal():
                 return
             backend = self.runtime.backends.for_target(job.compute_target)
             request = self.runtime.submit_request(session, job)
-            canceling = job.status == JobStatus.CANCELING.value
+            canceling = job.status is JobStatus.CANCELING
         # A submit that died between the backend call and our commit left a tagged run.
         with self.runtime.metrics.backend_call(backend.kind, "find_run"):
             run_id = await asyncio.to_thread(backend.find_run, request.job_id, request.experiment, request.run_dir)
@@ -146,52 +146,55 @@ class Dispatcher:
         if run_id is None:
             with self.runtime.metrics.backend_call(backend.kind, "submit"):
                 run_id = await asyncio.to_thread(backend.submit, request)
-        await asyncio.to_thread(self._record, job_id, run_id)
+        orphan = await asyncio.to_thread(self._record, job_id, run_id)
         self._retry_at.pop(job_id, None)
-        self._on_submitted()
+        if orphan is not None:
+            # Ended (e.g. timed out) while the submit was in flight: stop the orphan, after the commit.
+            try:
+                with self.runtime.metrics.backend_call(backend.kind, "cancel"):
+                    await asyncio.to_thread(backend.cancel, orphan, force=True)
+            except BackendError as exc:
+                log.warning("job %s ended during its submit; stopping run %s failed: %s", job_id, run_id, exc)
 
-    def _record(self, job_id: str, run_id: str) -> None:
-        with self.runtime.db.write_session() as session:
-            job = session.get(Job, job_id)
+    def _record(self, job_id: str, run_id: str) -> RunRef | None:
+        """Store the run id; returns the run to stop when the job ended meanwhile."""
+        with self.runtime.uow() as tx:
+            job = tx.session.get(Job, job_id)
             if job is None:
-                return
+                return None
             job.run_id, job.submitted_at, job.updated_at = run_id, utcnow(), utcnow()
             job.last_error = None
-            if JobStatus(job.status).is_terminal():
-                # Ended (e.g. timed out) while the submit was in flight: stop the orphan.
-                backend = self.runtime.backends.for_target(job.compute_target)
-                backend.cancel(self.runtime.run_ref(job), force=True)
-            session.add(job)
-            session.commit()
+            tx.session.add(job)
+            tx.publish(Event.RUN_SUBMITTED, job_id)
+            orphan = self.runtime.run_ref(job) if job.status.is_terminal() else None
         log.info("job %s submitted as run %s", job_id, run_id)
+        return orphan
 
     def _finish_cancel(self, job_id: str) -> None:
-        with self.runtime.db.write_session() as session:
-            job = session.get(Job, job_id)
-            if job is None or JobStatus(job.status).is_terminal():
+        with self.runtime.uow() as tx:
+            job = tx.session.get(Job, job_id)
+            if job is None or job.status.is_terminal():
                 return
-            job.status, job.ended_at, job.updated_at = JobStatus.CANCELED.value, utcnow(), utcnow()
-            job.error = "canceled before a run was started"
-            session.add(job)
-            session.commit()
+            lifecycle.set_status(job, JobStatus.CANCELED, now=utcnow(), error="canceled before a run was started")
+            tx.session.add(job)
+            tx.publish(Event.JOB_ENDED, job_id)
 
     def _fail(self, job_id: str, reason: str) -> None:
-        with self.runtime.db.write_session() as session:
-            job = session.get(Job, job_id)
-            if job is None or JobStatus(job.status).is_terminal():
+        with self.runtime.uow() as tx:
+            job = tx.session.get(Job, job_id)
+            if job is None or job.status.is_terminal():
                 return
-            job.status, job.error, job.ended_at, job.updated_at = JobStatus.FAILED.value, reason, utcnow(), utcnow()
-            session.add(job)
-            session.commit()
+            lifecycle.fail(job, reason, now=utcnow())
+            tx.session.add(job)
+            tx.publish(Event.JOB_ENDED, job_id)
         log.warning("job %s failed at submit: %s", job_id, reason)
 
     def _note_error(self, job_id: str, message: str) -> None:
-        with self.runtime.db.write_session() as session:
-            job = session.get(Job, job_id)
-            if job is not None and not JobStatus(job.status).is_terminal():
+        with self.runtime.uow() as tx:
+            job = tx.session.get(Job, job_id)
+            if job is not None and not job.status.is_terminal():
                 job.last_error, job.backend_errors = message, job.backend_errors + 1
-                session.add(job)
-                session.commit()
+                tx.session.add(job)
 
     def _backoff(self, job_id: str, exc: Exception) -> None:
         attempts = self._retry_at.get(job_id, (0, 0.0))[0] + 1

@@ -19,7 +19,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.core.errors import InvalidRequest
-from service.core.states import JobStatus
 from service.db.tables import Job
 from service.jobs import artifacts
 from service.jobs.schemas import LogChunk
@@ -89,7 +88,7 @@ async def _events(runtime: Runtime, job_id: str, offset: int) -> AsyncIterator[S
         attempt = job.attempt
         stalled = read_bytes == 0 and not chunk.text
         # A finished run whose log ends in a cut-off character can make no more progress.
-        if chunk.eof or (stalled and JobStatus(job.status).is_terminal()):
+        if chunk.eof or (stalled and job.status.is_terminal()):
             yield ServerSentEvent(_end(job, offset), event="end", id=str(offset))
             return
         if read_bytes < limit:  # caught up with the writer; a full read means more is waiting

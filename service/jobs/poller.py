@@ -13,15 +13,16 @@ from sqlmodel import Session, col, select
 from service.backends.base import Backend, RunRef, RunUpdate
 from service.core.clock import utcnow
 from service.core.errors import BackendError, IllegalTransition
+from service.core.events import Event
 from service.core.loop import BackgroundLoop
 from service.core.states import JobStatus
 from service.db.tables import Job, MetricPoint
-from service.jobs import supervision
+from service.jobs import lifecycle, supervision
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-_ACTIVE = [s.value for s in JobStatus if s.is_active()]
+_ACTIVE = [s for s in JobStatus if s.is_active()]
 BACKEND_CALL_TIMEOUT = 120.0
 _IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
 
@@ -33,25 +34,21 @@ class Poller:
         self,
         runtime: Runtime,
         *,
-        on_finished: Callable[[], None] = lambda: None,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.runtime = runtime
-        self._on_finished = on_finished
         self._now = now
         self._forced: set[str] = set()  # jobs whose cancel is past the grace period: kill
         self.loop = BackgroundLoop("poller", self.tick, runtime.settings.poll_interval_seconds)
 
     async def tick(self) -> None:
         with self.runtime.metrics.poll_seconds.time():
-            if await asyncio.to_thread(self._enforce_deadlines):
-                self._on_finished()
+            await asyncio.to_thread(self._enforce_deadlines)
             groups = await asyncio.to_thread(self._load)
             results = await asyncio.gather(*(self._poll(backend, refs) for backend, refs in groups.items()))
             updates = [u for batch in results for u in batch]
-            finished = await asyncio.to_thread(self._apply, updates) if updates else False
-            if finished:
-                self._on_finished()
+            if updates:
+                await asyncio.to_thread(self._apply, updates)
 
     def _load(self) -> dict[Backend, list[RunRef]]:
         groups: dict[Backend, list[RunRef]] = defaultdict(list)
@@ -96,25 +93,23 @@ class Poller:
             except (BackendError, TimeoutError) as exc:
                 log.warning("cancel of job %s failed; will retry: %s", ref.job_id, exc)
 
-    def _enforce_deadlines(self) -> bool:
-        with self.runtime.db.write_session() as session:
-            changed = supervision.enforce_deadlines(session, settings=self.runtime.settings, now=self._now())
-            session.commit()
-        return bool(changed)
+    def _enforce_deadlines(self) -> None:
+        with self.runtime.uow() as tx:
+            if supervision.enforce_deadlines(tx.session, settings=self.runtime.settings, now=self._now()):
+                tx.publish(Event.JOB_ENDED)
 
     def _record_error(self, job_ids: list[str], message: str) -> None:
         """Make a transient backend problem visible on the jobs it holds up."""
-        with self.runtime.db.write_session() as session:
-            for job in session.exec(select(Job).where(col(Job.id).in_(job_ids))).all():
+        with self.runtime.uow() as tx:
+            for job in tx.session.exec(select(Job).where(col(Job.id).in_(job_ids))).all():
                 job.last_error, job.backend_errors = message, job.backend_errors + 1
-                session.add(job)
-            session.commit()
+                tx.session.add(job)
 
-    def _apply(self, updates: list[tuple[str, RunUpdate]]) -> bool:
-        """Store the updates in one transaction; True when some job reached its end."""
-        finished = False
+    def _apply(self, updates: list[tuple[str, RunUpdate]]) -> None:
+        """Store the updates in one transaction; a job that ended frees a slot after the commit."""
         now = self._now()
-        with self.runtime.db.write_session() as session, session.no_autoflush:
+        with self.runtime.uow() as tx, tx.session.no_autoflush:
+            session = tx.session
             ids = [job_id for job_id, _ in updates]
             jobs = {
                 job.id: job
@@ -123,19 +118,18 @@ class Poller:
             }
             for job_id, update in updates:
                 job = jobs.get(job_id)
-                if job is None or JobStatus(job.status).is_terminal() or job.run_id != update.run_id:
+                if job is None or job.status.is_terminal() or job.run_id != update.run_id:
                     continue
                 session.add_all(
                     MetricPoint(job_id=job.id, name=m.name, value=m.value, step=m.step, timestamp=m.timestamp)
                     for m in update.metrics
                 )
-                finished |= self._merge(session, job, update, now)
+                if self._merge(session, job, update, now):
+                    tx.publish(Event.JOB_ENDED, job.id)
                 session.add(job)
-            session.commit()
-        return finished
 
     def _merge(self, session: Session, job: Job, update: RunUpdate, now: datetime) -> bool:
-        current = JobStatus(job.status)
+        current = job.status
         target = update.status
         if current is JobStatus.CANCELING and not target.is_terminal():
             target = current  # stays canceling until the backend confirms an end
@@ -147,7 +141,9 @@ class Poller:
         changed = target is not current or update.backend_status != job.backend_status or bool(update.metrics)
         if update.backend_status != job.backend_status:
             job.backend_status_since = now
-        job.status, job.backend_status = target.value, update.backend_status
+        job.backend_status = update.backend_status
+        if not target.is_terminal() and target is not current:
+            lifecycle.set_status(job, target, now=now)
         job.metrics_cursor = update.metrics_cursor
         if update.files is not None and list(update.files) != job.files:
             job.files, changed = list(update.files), True
@@ -159,9 +155,6 @@ class Poller:
         if not target.is_terminal():
             return False
         job.exit_code, job.error = update.exit_code, update.error
-        final = supervision.settle(session, job, status=target, now=now)
-        job.status, job.updated_at = final.value, now
-        if final.is_terminal():
-            job.ended_at = update.ended_at or now
+        final = supervision.settle(session, job, status=target, now=now, ended_at=update.ended_at)
         log.info("job %s %s", job.id, final.value)
         return True

@@ -55,15 +55,12 @@ def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     """Record the job as `queued`; the dispatcher submits it to its compute target."""
-    with runtime.db.write_session() as session:
-        result = jobs.submit_job(session, spec=spec, idempotency_key=idempotency_key,
+    with runtime.uow() as tx:
+        result = jobs.submit_job(tx, spec=spec, idempotency_key=idempotency_key,
                                  settings=runtime.settings, backends=runtime.backends)
     response.headers["Location"] = f"/v1/jobs/{result.job.id}"
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    else:
-        runtime.metrics.submits.labels(result.job.compute_target).inc()
-        runtime.wake_dispatcher()
     return _public(result.job)
 
 
@@ -93,10 +90,8 @@ def get_job(job_id: str, session: SessionDep) -> JobPublic:
 )
 def cancel_job(job_id: str, runtime: RuntimeDep) -> JobPublic:
     """Idempotent while the job is active; a finished job answers 409."""
-    with runtime.db.write_session() as session:
-        job = jobs.cancel_job(session, job_id=job_id)
-    runtime.wake_poller()
-    runtime.wake_dispatcher()
+    with runtime.uow() as tx:
+        job = jobs.cancel_job(tx, job_id=job_id)
     return _public(job)
 
 

@@ -15,12 +15,15 @@ from service.backends.targets import Backends
 from service.catalog import service as catalog
 from service.core.clock import utcnow
 from service.core.errors import Conflict, InvalidRequest, NotFound
+from service.core.events import Event
 from service.core.ids import new_id
 from service.core.rundir import confined
 from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.db.pagination import keyset_page
 from service.db.tables import Job, JobAttempt
+from service.db.uow import UnitOfWork
+from service.jobs import lifecycle
 from service.jobs.schemas import DatasetArgument, JobCreate
 
 
@@ -46,7 +49,7 @@ def request_hash(spec: JobCreate) -> str:
 
 
 def submit_job(
-    session: Session,
+    tx: UnitOfWork,
     *,
     spec: JobCreate,
     idempotency_key: str | None,
@@ -54,7 +57,11 @@ def submit_job(
     backends: Backends,
     sweep: SweepLink | None = None,
 ) -> Submitted:
-    """Validate `spec` and commit it as a queued job (or return the job this key made)."""
+    """Validate `spec` and add it as a queued job (or return the job this key made).
+
+    After the commit the dispatcher is woken; a job from the API (not a sweep's child) is counted.
+    """
+    session = tx.session
     digest = request_hash(spec)
     if idempotency_key is not None:
         existing = _by_key(session, idempotency_key, digest)
@@ -80,18 +87,17 @@ def submit_job(
         sweep_id=sweep.sweep_id if sweep else None,
         sweep_index=sweep.index if sweep else None,
         sweep_params=dict(sweep.params) if sweep else None,
-        status=JobStatus.QUEUED.value,
+        status=JobStatus.QUEUED,
         idempotency_key=idempotency_key,
         request_hash=digest,
         max_retries=spec.max_retries,
         max_run_duration_seconds=spec.max_run_duration_seconds,
     )
     catalog.ensure_experiment(session, name=spec.experiment)
-    session.add(job)
     try:
-        session.commit()
+        with session.begin_nested():
+            session.add(job)
     except IntegrityError:
-        session.rollback()
         if idempotency_key is None:
             raise
         # A concurrent request with the same key won the race.
@@ -99,6 +105,9 @@ def submit_job(
         if existing is None:
             raise
         return Submitted(existing, replayed=True)
+    tx.publish(Event.JOB_QUEUED, job.compute_target)
+    if sweep is None:
+        tx.publish(Event.JOB_ACCEPTED, job.compute_target)
     return Submitted(job, replayed=False)
 
 
@@ -142,7 +151,7 @@ def list_jobs(
     if experiment is not None:
         stmt = stmt.where(Job.experiment == experiment)
     if status is not None:
-        stmt = stmt.where(Job.status == status.value)
+        stmt = stmt.where(col(Job.status) == status)
     if tag is not None:
         key, sep, value = tag.partition(":")
         if not sep or not key:
@@ -162,29 +171,22 @@ def _tag_is(session: Session, key: str, value: str) -> ColumnElement[bool]:
     return exists(select(1).select_from(each).where(each.c.key == key, each.c.value == value))
 
 
-def cancel_job(session: Session, *, job_id: str) -> Job:
+def cancel_job(tx: UnitOfWork, *, job_id: str) -> Job:
     """Ask for a job to stop: queued jobs end at once, running ones via their backend."""
-    job = get_job(session, job_id=job_id)
-    status = JobStatus(job.status)
-    if status.is_terminal():
-        raise Conflict(f"job {job_id} is already {status.value}")
-    if status is JobStatus.CANCELING:
+    job = get_job(tx.session, job_id=job_id)
+    if job.status.is_terminal():
+        raise Conflict(f"job {job_id} is already {job.status.value}")
+    if job.status is JobStatus.CANCELING:
         return job
-    request_cancel(job)
-    session.add(job)
-    session.commit()
+    request_cancel(tx, job)
     return job
 
 
-def request_cancel(job: Job) -> None:
-    """Mark an active job `canceling` (a queued one ends at once); the caller commits."""
-    now = utcnow()
-    if job.status == JobStatus.QUEUED.value:
-        job.status, job.ended_at = JobStatus.CANCELED.value, now
-        job.error = "canceled before it was submitted"
-    else:
-        job.status = JobStatus.CANCELING.value
-    job.cancel_requested_at = job.updated_at = now
+def request_cancel(tx: UnitOfWork, job: Job) -> None:
+    """Mark an active job `canceling` (a queued one ends at once); the poller and dispatcher act on it."""
+    lifecycle.request_cancel(job, now=utcnow())
+    tx.session.add(job)
+    tx.publish(Event.CANCEL_REQUESTED, job.id)
 
 
 def attempts_of(session: Session, *, job_ids: list[str]) -> dict[str, list[JobAttempt]]:

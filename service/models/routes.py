@@ -8,7 +8,6 @@ from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS
 from service.core.schemas import Page
 from service.db.tables import ModelVersion
-from service.jobs import service as jobs
 from service.models import service as registry
 from service.models.schemas import ModelPublic, ModelRegister, ModelVersionPublic
 
@@ -29,9 +28,7 @@ def register_model(
     job_id: str, spec: ModelRegister, response: Response, runtime: RuntimeDep
 ) -> ModelVersionPublic:
     """Each registration of a name makes its next version, linked to the job and run."""
-    with runtime.db.write_session() as session:
-        job = jobs.get_job(session, job_id=job_id)
-        model = registry.register_model(session, job=job, runtime=runtime, spec=spec)
+    model = registry.register_model(runtime, job_id=job_id, spec=spec)
     response.headers["Location"] = f"/v1/models/{model.name}/versions/{model.version}"
     return _public(model)
 

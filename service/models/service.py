@@ -1,59 +1,132 @@
-"""The model registry: versions registered from completed jobs' outputs."""
+"""The model registry: versions registered from completed jobs' outputs.
+
+Registering takes three steps so that no backend call waits inside a write transaction:
+reserve the next version (the unique (name, version) constraint decides between processes),
+let the backend store the model, then record where it went. A failed store frees the version.
+"""
 
 from __future__ import annotations
 
-import threading
+import logging
 
 from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, delete, select
 
+from service.backends.base import Backend, RegisteredModel, RunRef
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.core.rundir import clean_relative
 from service.core.states import JobStatus
 from service.db.pagination import keyset_page
 from service.db.tables import Job, ModelVersion
 from service.jobs import artifacts
+from service.jobs import service as jobs
 from service.models.schemas import ModelPublic, ModelRegister
 from service.runtime import Runtime
 
-# Version numbers are taken in order; the unique constraint is the last line of defence.
-_register_lock = threading.Lock()
+log = logging.getLogger(__name__)
+
+RESERVE_TRIES = 8  # concurrent registrations of one name each take the next free number
 
 
-def register_model(session: Session, *, job: Job, runtime: Runtime, spec: ModelRegister) -> ModelVersion:
-    """Register `spec.model_path` from the job's outputs as the next version of the model."""
-    if job.status != JobStatus.COMPLETED.value:
-        raise Conflict(f"job {job.id} is {job.status}; only completed jobs can register models")
+def register_model(runtime: Runtime, *, job_id: str, spec: ModelRegister, once_per: str | None = None) -> ModelVersion:
+    """Register `spec.model_path` from the job's outputs as the next version of the model.
+
+    With `once_per` (a tag name), a version of this model from this job with the same value of
+    that tag is returned (or finished, when a crash left it reserved) instead of a new one.
+    """
+    reserved, ref, backend = _reserve(runtime, job_id=job_id, spec=spec, once_per=once_per)
+    if not reserved.pending:
+        return reserved
+    try:
+        stored = backend.register_model(ref, model_name=reserved.name, model_path=reserved.model_path,
+                                        version=reserved.version, tags=spec.tags)
+    except BaseException:
+        _release(runtime, reserved)
+        raise
+    return _record(runtime, reserved, stored)
+
+
+def _reserve(
+    runtime: Runtime, *, job_id: str, spec: ModelRegister, once_per: str | None
+) -> tuple[ModelVersion, RunRef, Backend]:
+    """Validate and insert the next version as `pending` (or find the one `once_per` names)."""
     path = clean_relative(spec.model_path)
+    for _ in range(RESERVE_TRIES):
+        try:
+            with runtime.uow() as tx:
+                job = jobs.get_job(tx.session, job_id=job_id)
+                _check_registrable(job, path)
+                backend = runtime.backends.for_target(job.compute_target)
+                ref = runtime.run_ref(job)
+                earlier = _earlier(tx.session, job, spec, once_per)
+                if earlier is not None:
+                    return earlier, ref, backend
+                latest = tx.session.exec(
+                    select(func.max(ModelVersion.version)).where(ModelVersion.name == spec.model_name)
+                ).one()
+                model = ModelVersion(
+                    name=spec.model_name, version=(latest or 0) + 1, job_id=job.id, run_id=job.run_id,
+                    experiment=job.experiment, model_path=path, location="", tags=dict(spec.tags),
+                    metrics=artifacts.latest_metrics(tx.session, job_id=job.id), pending=True,
+                )
+                tx.session.add(model)
+            return model, ref, backend
+        except IntegrityError:
+            log.info("model %s: version taken by a concurrent registration; taking the next", spec.model_name)
+    raise Conflict(f"could not reserve a version of model {spec.model_name!r}: too many concurrent registrations")
+
+
+def _check_registrable(job: Job, path: str) -> None:
+    if job.status is not JobStatus.COMPLETED:
+        raise Conflict(f"job {job.id} is {job.status.value}; only completed jobs can register models")
     if path not in job.files and not any(f.startswith(path.rstrip("/") + "/") for f in job.files):
         raise InvalidRequest(f"model_path {path!r} is not among the files of job {job.id}")
-    with _register_lock:
-        latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.name == spec.model_name)).one()
-        version = (latest or 0) + 1
-        backend = runtime.backends.for_target(job.compute_target)
-        stored = backend.register_model(
-            runtime.run_ref(job), model_name=spec.model_name, model_path=path, version=version, tags=spec.tags
+
+
+def _earlier(session: Session, job: Job, spec: ModelRegister, once_per: str | None) -> ModelVersion | None:
+    if once_per is None:
+        return None
+    for row in session.exec(
+        select(ModelVersion).where(ModelVersion.job_id == job.id, ModelVersion.name == spec.model_name)
+    ):
+        if row.tags.get(once_per) == spec.tags.get(once_per):
+            return row
+    return None
+
+
+def _release(runtime: Runtime, reserved: ModelVersion) -> None:
+    """Give the number back after the backend refused: the next registration takes it."""
+    with runtime.uow() as tx:
+        tx.session.exec(
+            delete(ModelVersion).where(col(ModelVersion.id) == reserved.id, col(ModelVersion.pending).is_(True))
         )
-        model = ModelVersion(
-            name=spec.model_name,
-            version=version,
-            job_id=job.id,
-            run_id=job.run_id,
-            experiment=job.experiment,
-            model_path=path,
-            location=stored.location,
-            tags=dict(spec.tags),
-            metrics=artifacts.latest_metrics(session, job_id=job.id),
-        )
-        session.add(model)
-        session.commit()
+
+
+def _record(runtime: Runtime, reserved: ModelVersion, stored: RegisteredModel) -> ModelVersion:
+    """Store where the backend put the model; the version is the backend's when it numbers them."""
+    try:
+        with runtime.uow() as tx:
+            model = tx.session.get(ModelVersion, reserved.id)
+            if model is None:
+                raise NotFound(f"the reservation of model {reserved.name!r} version {reserved.version} is gone")
+            model.location, model.sha256, model.pending = stored.location, stored.sha256, False
+            if stored.version is not None:
+                model.version = stored.version
+            tx.session.add(model)
+    except IntegrityError:
+        raise Conflict(
+            f"the backend registered {reserved.name!r} as version {stored.version}, which runyard already has"
+        ) from None
     return model
 
 
 def list_models(session: Session, *, limit: int, cursor: str | None) -> tuple[list[ModelPublic], str | None]:
     """One entry per model name, with its latest version."""
-    stmt = select(ModelVersion.name, func.max(ModelVersion.version), func.count(col(ModelVersion.id))).group_by(
-        col(ModelVersion.name)
+    stmt = (
+        select(ModelVersion.name, func.max(ModelVersion.version), func.count(col(ModelVersion.id)))
+        .where(col(ModelVersion.pending).is_(False))
+        .group_by(col(ModelVersion.name))
     )
     rows, next_cursor = keyset_page(
         session, stmt, [col(ModelVersion.name)], lambda r: [r[0]], limit=limit, cursor=cursor
@@ -65,7 +138,7 @@ def list_versions(
     session: Session, *, name: str, limit: int, cursor: str | None
 ) -> tuple[list[ModelVersion], str | None]:
     """Every version of a model, oldest first; an unknown model is a 404."""
-    stmt = select(ModelVersion).where(ModelVersion.name == name)
+    stmt = select(ModelVersion).where(ModelVersion.name == name, col(ModelVersion.pending).is_(False))
     versions, next_cursor = keyset_page(
         session, stmt, [col(ModelVersion.version)], lambda m: [m.version], limit=limit, cursor=cursor
     )
@@ -76,7 +149,7 @@ def list_versions(
 
 def get_version(session: Session, *, name: str, version: str) -> ModelVersion:
     """A version by number, or `latest`."""
-    stmt = select(ModelVersion).where(ModelVersion.name == name)
+    stmt = select(ModelVersion).where(ModelVersion.name == name, col(ModelVersion.pending).is_(False))
     if version == "latest":
         stmt = stmt.order_by(col(ModelVersion.version).desc())
     elif version.isdigit():

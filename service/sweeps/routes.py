@@ -29,15 +29,12 @@ def create_sweep(
     idempotency_key: IdempotencyKey = None,
 ) -> SweepDetail:
     """Sample the plan and queue the first child; the sweeper launches the rest as slots free up."""
-    with runtime.db.write_session() as session:
-        result = sweeps.create_sweep(session, spec=spec, idempotency_key=idempotency_key,
+    with runtime.uow() as tx:
+        result = sweeps.create_sweep(tx, spec=spec, idempotency_key=idempotency_key,
                                      settings=runtime.settings, backends=runtime.backends)
     response.headers["Location"] = f"/v1/sweeps/{result.sweep.id}"
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    else:
-        runtime.wake_dispatcher()
-        runtime.wake_sweeper()
     with runtime.db.session() as session:
         return sweeps.detail(session, result.sweep)
 
@@ -66,10 +63,7 @@ def get_sweep(sweep_id: str, session: SessionDep) -> SweepDetail:
 )
 def cancel_sweep(sweep_id: str, runtime: RuntimeDep) -> SweepDetail:
     """Idempotent while the sweep is open; a finished sweep answers 409."""
-    with runtime.db.write_session() as session:
-        sweep = sweeps.cancel_sweep(session, sweep_id=sweep_id)
-    runtime.wake_poller()
-    runtime.wake_dispatcher()
-    runtime.wake_sweeper()
+    with runtime.uow() as tx:
+        sweep = sweeps.cancel_sweep(tx, sweep_id=sweep_id)
     with runtime.db.session() as session:
         return sweeps.detail(session, sweep)

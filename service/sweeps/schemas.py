@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 from service.core.schemas import Strict
 from service.core.states import JobStatus
+from service.core.states import SweepStatus as SweepStatus  # the API and CLI name it from here
 from service.jobs.schemas import ArgText, FiniteFloat, JobCreate
 from service.models.schemas import ModelRegister
 
@@ -21,20 +21,6 @@ MetricName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Scalar = StrictBool | StrictInt | FiniteFloat | ArgText
 Bound = Annotated[float, Field(allow_inf_nan=False)]
 Slack = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-
-
-class SweepStatus(StrEnum):
-    """Where a sweep is in its life; terminal states never change again."""
-
-    RUNNING = "running"
-    CANCELING = "canceling"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-    def is_terminal(self) -> bool:
-        """True for completed, failed and canceled."""
-        return self in (SweepStatus.COMPLETED, SweepStatus.FAILED, SweepStatus.CANCELED)
 
 
 class Choice(Strict):

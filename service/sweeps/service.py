@@ -19,13 +19,16 @@ from service.backends.targets import Backends
 from service.catalog import service as catalog
 from service.core.clock import utcnow
 from service.core.errors import Conflict, InvalidRequest, NotFound
+from service.core.events import Event
 from service.core.ids import new_id
 from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.db.pagination import keyset_page
 from service.db.tables import Job, MetricPoint, Sweep
+from service.db.uow import UnitOfWork
 from service.jobs import service as jobs
 from service.jobs.schemas import DatasetArgument, JobCreate
+from service.sweeps import lifecycle
 from service.sweeps import sampling as sweep_sampling
 from service.sweeps.schemas import (
     RegisteredModelRef,
@@ -37,7 +40,7 @@ from service.sweeps.schemas import (
     SweepStatus,
 )
 
-_OPEN = [SweepStatus.RUNNING.value, SweepStatus.CANCELING.value]
+_OPEN = [SweepStatus.RUNNING, SweepStatus.CANCELING]
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,10 @@ def request_hash(spec: SweepCreate) -> str:
 
 
 def create_sweep(
-    session: Session, *, spec: SweepCreate, idempotency_key: str | None, settings: Settings, backends: Backends
+    tx: UnitOfWork, *, spec: SweepCreate, idempotency_key: str | None, settings: Settings, backends: Backends
 ) -> Created:
-    """Validate `spec`, sample its plan and commit the sweep together with its first child."""
+    """Validate `spec`, sample its plan and add the sweep together with its first child."""
+    session = tx.session
     digest = request_hash(spec)
     if idempotency_key is not None and (existing := _by_key(session, idempotency_key, digest)) is not None:
         return Created(existing, replayed=True)
@@ -65,31 +69,29 @@ def create_sweep(
     accepted = spec.model_copy(update={"seed": seed, "job": _pin_datasets(session, spec.job)})
     catalog.ensure_experiment(session, name=spec.job.experiment)
     sweep = Sweep(
-        id=new_id(), experiment=spec.job.experiment, status=SweepStatus.RUNNING.value,
+        id=new_id(), experiment=spec.job.experiment, status=SweepStatus.RUNNING,
         spec=accepted.model_dump(mode="json"), plan=sweep_sampling.plan(accepted, seed=seed),
         idempotency_key=idempotency_key, request_hash=digest,
     )
-    session.add(sweep)
-    # submit_job's commit is the sweep's too: the first child is validated exactly like
-    # POST /v1/jobs, and a request it refuses leaves nothing behind.
+    # One transaction for the sweep and its first child: the child is validated exactly like
+    # POST /v1/jobs, and a request it refuses leaves nothing behind (the unit of work rolls back).
     try:
-        launch_child(session, sweep=sweep, index=0, settings=settings, backends=backends)
+        with session.begin_nested():
+            session.add(sweep)
+            launch_child(tx, sweep=sweep, index=0, settings=settings, backends=backends)
     except IntegrityError:
-        session.rollback()
         existing = _by_key(session, idempotency_key, digest) if idempotency_key is not None else None
         if existing is None:
             raise
         return Created(existing, replayed=True)  # a concurrent request with the same key won
-    except Exception:
-        session.rollback()
-        raise
+    tx.publish(Event.SWEEP_CHANGED, sweep.id)
     return Created(sweep, replayed=False)
 
 
-def launch_child(session: Session, *, sweep: Sweep, index: int, settings: Settings, backends: Backends) -> Job:
+def launch_child(tx: UnitOfWork, *, sweep: Sweep, index: int, settings: Settings, backends: Backends) -> Job:
     """Submit child `index` of the plan as an ordinary job; a retry returns the same job."""
     link = jobs.SweepLink(sweep_id=sweep.id, index=index, params=sweep.plan[index])
-    result = jobs.submit_job(session, spec=child_spec(sweep, index), idempotency_key=f"sweep:{sweep.id}:{index}",
+    result = jobs.submit_job(tx, spec=child_spec(sweep, index), idempotency_key=f"sweep:{sweep.id}:{index}",
                              settings=settings, backends=backends, sweep=link)
     return result.job
 
@@ -136,7 +138,7 @@ def list_sweeps(
     if experiment is not None:
         stmt = stmt.where(Sweep.experiment == experiment)
     if status is not None:
-        stmt = stmt.where(Sweep.status == status.value)
+        stmt = stmt.where(col(Sweep.status) == status)
     return keyset_page(session, stmt, [col(Sweep.id)], lambda s: [s.id], limit=limit, cursor=cursor,
                        descending=True)
 
@@ -151,33 +153,30 @@ def children_of(session: Session, *, sweep_id: str) -> list[Job]:
     return list(session.exec(select(Job).where(Job.sweep_id == sweep_id).order_by(col(Job.sweep_index))).all())
 
 
-def cancel_sweep(session: Session, *, sweep_id: str) -> Sweep:
+def cancel_sweep(tx: UnitOfWork, *, sweep_id: str) -> Sweep:
     """Stop launching and cancel every unfinished child; a finished sweep is a 409."""
-    sweep = get_sweep(session, sweep_id=sweep_id)
-    status = SweepStatus(sweep.status)
-    if status.is_terminal():
-        raise Conflict(f"sweep {sweep_id} is already {status.value}")
-    if status is SweepStatus.CANCELING:
+    sweep = get_sweep(tx.session, sweep_id=sweep_id)
+    if sweep.status.is_terminal():
+        raise Conflict(f"sweep {sweep_id} is already {sweep.status.value}")
+    if sweep.status is SweepStatus.CANCELING:
         return sweep
     now = utcnow()
-    sweep.status, sweep.cancel_requested_at, sweep.updated_at = SweepStatus.CANCELING.value, now, now
-    children = children_of(session, sweep_id=sweep.id)
-    cancel_children(session, children)
-    if all(JobStatus(c.status).is_terminal() for c in children):
-        sweep.status, sweep.ended_at = SweepStatus.CANCELED.value, now
-    session.add(sweep)
-    session.commit()
+    lifecycle.set_status(sweep, SweepStatus.CANCELING, now=now)
+    children = children_of(tx.session, sweep_id=sweep.id)
+    cancel_children(tx, children)
+    if all(c.status.is_terminal() for c in children):
+        lifecycle.set_status(sweep, SweepStatus.CANCELED, now=now)
+    tx.session.add(sweep)
+    tx.publish(Event.SWEEP_CHANGED, sweep.id)
     return sweep
 
 
-def cancel_children(session: Session, children: list[Job]) -> bool:
-    """Ask every unfinished child to stop (the caller commits); True if any was asked."""
+def cancel_children(tx: UnitOfWork, children: list[Job]) -> bool:
+    """Ask every unfinished child to stop; True if any was asked."""
     asked = False
     for child in children:
-        status = JobStatus(child.status)
-        if not status.is_terminal() and status is not JobStatus.CANCELING:
-            jobs.request_cancel(child)
-            session.add(child)
+        if not child.status.is_terminal() and child.status is not JobStatus.CANCELING:
+            jobs.request_cancel(tx, child)
             asked = True
     return asked
 
@@ -196,7 +195,7 @@ def latest_values(session: Session, *, job_ids: list[str], metric: str) -> dict[
 
 def describe(session: Session, sweeps: list[Sweep]) -> list[SweepPublic]:
     """The public view of a page of sweeps, with progress counted in one query."""
-    counts: dict[str, Counter[str]] = {s.id: Counter() for s in sweeps}
+    counts: dict[str, Counter[JobStatus]] = {s.id: Counter() for s in sweeps}
     rows = session.exec(
         select(Job.sweep_id, Job.status, func.count())
         .where(col(Job.sweep_id).in_(list(counts)))
@@ -204,7 +203,7 @@ def describe(session: Session, sweeps: list[Sweep]) -> list[SweepPublic]:
     )
     for sweep_id, status, n in rows:
         if sweep_id is not None:
-            counts[sweep_id][status] = n
+            counts[sweep_id][JobStatus(status)] = n
     return [SweepPublic.model_validate(_fields(s, counts[s.id])) for s in sweeps]
 
 
@@ -213,7 +212,7 @@ def detail(session: Session, sweep: Sweep) -> SweepDetail:
     children = children_of(session, sweep_id=sweep.id)
     values = latest_values(session, job_ids=[c.id for c in children], metric=sweep.spec["primary_metric"])
     table = [
-        SweepChild(index=c.sweep_index or 0, job_id=c.id, params=c.sweep_params or {}, status=JobStatus(c.status),
+        SweepChild(index=c.sweep_index or 0, job_id=c.id, params=c.sweep_params or {}, status=c.status,
                    primary_metric=values.get(c.id), early_terminated=sweep.terminated.get(c.id),
                    started_at=c.started_at, ended_at=c.ended_at)
         for c in children
@@ -222,8 +221,8 @@ def detail(session: Session, sweep: Sweep) -> SweepDetail:
     return SweepDetail.model_validate({**_fields(sweep, counts), "children": table})
 
 
-def _fields(sweep: Sweep, counts: Counter[str]) -> dict[str, Any]:
-    done = {s: counts[s.value] for s in JobStatus if s.is_terminal()}
+def _fields(sweep: Sweep, counts: Counter[JobStatus]) -> dict[str, Any]:
+    done = {s: counts[s] for s in JobStatus if s.is_terminal()}
     launched = sum(counts.values())
     progress = SweepProgress(
         total=len(sweep.plan), launched=launched, active=launched - sum(done.values()),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
@@ -15,11 +14,12 @@ from service.core.errors import BackendError, RunyardError
 from service.core.loop import BackgroundLoop
 from service.core.states import JobStatus
 from service.db.tables import Job, MetricPoint, ModelVersion, Sweep
+from service.db.uow import UnitOfWork
 from service.jobs import service as jobs
 from service.models import service as registry
 from service.models.schemas import ModelRegister
 from service.runtime import Runtime
-from service.sweeps import early_stop
+from service.sweeps import early_stop, lifecycle
 from service.sweeps import service as sweeps
 from service.sweeps.schemas import SweepCreate, SweepStatus
 
@@ -32,19 +32,14 @@ SeriesByJob = dict[str, list[tuple[int, float]]]
 @dataclass(frozen=True)
 class Outcome:
     free_slots: int = 0
-    canceled: bool = False
+    register: bool = False  # done and completed: register the best model, then end
 
 
 class Sweeper:
     """One tick: reconcile every open sweep, then launch children into its free slots."""
 
-    def __init__(
-        self, runtime: Runtime, *, on_launched: Callable[[], None] = lambda: None,
-        on_canceled: Callable[[], None] = lambda: None,
-    ) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._on_launched = on_launched
-        self._on_canceled = on_canceled
         self.loop = BackgroundLoop("sweeper", self.tick, runtime.settings.poll_interval_seconds)
 
     async def tick(self) -> None:
@@ -61,67 +56,89 @@ class Sweeper:
 
     def advance(self, sweep_id: str) -> None:
         """Reconcile the sweep, then launch as many children as it has free slots."""
-        with self.runtime.db.write_session() as session:
-            outcome = reconcile(session, sweep_id=sweep_id, runtime=self.runtime)
-        if outcome.canceled:
-            self._on_canceled()
+        with self.runtime.uow() as tx:
+            outcome = reconcile(tx, sweep_id=sweep_id)
+        if outcome.register:
+            self._register_and_finish(sweep_id)
         launched = 0
         while launched < outcome.free_slots:
-            with self.runtime.db.write_session() as session:
-                if launch_next(session, sweep_id=sweep_id, runtime=self.runtime) is None:
+            with self.runtime.uow() as tx:
+                if launch_next(tx, sweep_id=sweep_id, runtime=self.runtime) is None:
                     break
             launched += 1
-        if launched:
-            self._on_launched()
+
+    def _register_and_finish(self, sweep_id: str) -> None:
+        """Register the best child's model (the backend called outside any transaction), then end the sweep."""
+        with self.runtime.db.session() as session:
+            sweep = sweeps.get_sweep(session, sweep_id=sweep_id)
+        spec = SweepCreate.model_validate(sweep.spec)
+        model: ModelVersion | None = None
+        error: str | None = None
+        try:
+            model = _register_best(sweep, spec, self.runtime)
+        except RunyardError as exc:
+            error = f"registering the best child's model failed: {exc.detail}"
+        except BackendError as exc:
+            if exc.transient:
+                raise  # the sweep stays open; the next tick tries again
+            error = f"registering the best child's model failed: {exc.message}"
+        with self.runtime.uow() as tx:
+            sweep = sweeps.get_sweep(tx.session, sweep_id=sweep_id)
+            if sweep.status is not SweepStatus.RUNNING:
+                return  # canceled meanwhile: the next reconcile ends it canceled
+            if model is not None:
+                sweep.model_name, sweep.model_version = model.name, model.version
+            status = SweepStatus.COMPLETED if error is None else SweepStatus.FAILED
+            lifecycle.set_status(sweep, status, now=utcnow(), error=error)
+            tx.session.add(sweep)
+        _log_end(sweep, spec)
 
 
-def launch_next(session: Session, *, sweep_id: str, runtime: Runtime) -> Job | None:
+def launch_next(tx: UnitOfWork, *, sweep_id: str, runtime: Runtime) -> Job | None:
     """Submit the next child of the plan if the sweep is running and has a free slot."""
+    session = tx.session
     # Read under the write lock, so a cancel committed a moment ago is seen.
     sweep = session.get(Sweep, sweep_id)
-    if sweep is None or sweep.status != SweepStatus.RUNNING.value or sweep.error is not None:
+    if sweep is None or sweep.status is not SweepStatus.RUNNING or sweep.error is not None:
         return None
     children = sweeps.children_of(session, sweep_id=sweep_id)
-    active = sum(not JobStatus(c.status).is_terminal() for c in children)
+    active = sum(not c.status.is_terminal() for c in children)
     if len(children) >= len(sweep.plan) or active >= sweep.spec["max_concurrent_runs"]:
         return None
     try:
-        return sweeps.launch_child(session, sweep=sweep, index=len(children), settings=runtime.settings,
-                                   backends=runtime.backends)
+        with session.begin_nested():
+            return sweeps.launch_child(tx, sweep=sweep, index=len(children), settings=runtime.settings,
+                                       backends=runtime.backends)
     except RunyardError as exc:
         # Definitive (a dataset or environment gone since): stop launching; the sweep ends failed.
-        session.rollback()
-        sweep = sweeps.get_sweep(session, sweep_id=sweep_id)
         sweep.error, sweep.updated_at = f"child {len(children)} could not be submitted: {exc.detail}", utcnow()
         session.add(sweep)
-        session.commit()
         log.warning("sweep %s: %s", sweep_id, sweep.error)
         return None
 
 
-def reconcile(session: Session, *, sweep_id: str, runtime: Runtime) -> Outcome:
+def reconcile(tx: UnitOfWork, *, sweep_id: str) -> Outcome:
     """Apply cancels and the early-termination policy, track the best child, end the sweep when done."""
+    session = tx.session
     sweep = session.get(Sweep, sweep_id)
-    if sweep is None or SweepStatus(sweep.status).is_terminal():
+    if sweep is None or sweep.status.is_terminal():
         return Outcome()
     spec = SweepCreate.model_validate(sweep.spec)
     children = sweeps.children_of(session, sweep_id=sweep_id)
     series = _series(session, [c.id for c in children], spec.primary_metric)
-    if sweep.status == SweepStatus.CANCELING.value:
-        canceled = sweeps.cancel_children(session, children)
+    if sweep.status is SweepStatus.CANCELING:
+        sweeps.cancel_children(tx, children)
     else:
-        canceled = _apply_policy(session, sweep, spec, children, series)
+        _apply_policy(tx, sweep, spec, children, series)
     best = _best(children, series, spec)
     if best != (sweep.best_job_id, sweep.best_metric):
         sweep.best_job_id, sweep.best_metric, sweep.updated_at = *best, utcnow()
         session.add(sweep)
-    active = sum(not JobStatus(c.status).is_terminal() for c in children)
-    exhausted = len(children) >= len(sweep.plan) or sweep.error is not None or sweep.status != SweepStatus.RUNNING.value
+    active = sum(not c.status.is_terminal() for c in children)
+    exhausted = len(children) >= len(sweep.plan) or sweep.error is not None or sweep.status is not SweepStatus.RUNNING
     if exhausted and not active:
-        _finish(session, sweep, spec, children, runtime)
-        return Outcome(canceled=canceled)
-    session.commit()
-    return Outcome(free_slots=0 if exhausted else max(0, spec.max_concurrent_runs - active), canceled=canceled)
+        return Outcome(register=_finish(tx, sweep, spec, children))
+    return Outcome(free_slots=0 if exhausted else max(0, spec.max_concurrent_runs - active))
 
 
 def _series(session: Session, job_ids: list[str], metric: str) -> SeriesByJob:
@@ -138,33 +155,31 @@ def _series(session: Session, job_ids: list[str], metric: str) -> SeriesByJob:
     return found
 
 
-def _apply_policy(session: Session, sweep: Sweep, spec: SweepCreate, children: list[Job], series: SeriesByJob) -> bool:
-    """Cancel running children the policy rules out; True if any was."""
+def _apply_policy(tx: UnitOfWork, sweep: Sweep, spec: SweepCreate, children: list[Job], series: SeriesByJob) -> None:
+    """Cancel running children the policy rules out."""
     policy = spec.early_termination
     if policy is None:
-        return False
+        return
     stopped: dict[str, str] = {}
     by_step = {job_id: sorted(points) for job_id, points in series.items()}
     for child in children:
-        if child.status != JobStatus.RUNNING.value or child.id in sweep.terminated:
+        if child.status is not JobStatus.RUNNING or child.id in sweep.terminated:
             continue
         others = [points for job_id, points in by_step.items() if job_id != child.id]
         reason = early_stop.verdict(policy, goal=spec.goal, run=by_step.get(child.id, []), others=others)
         if reason is not None:
-            jobs.request_cancel(child)
-            session.add(child)
+            jobs.request_cancel(tx, child)
             stopped[child.id] = reason
             log.info("sweep %s: stopping job %s: %s", sweep.id, child.id, reason)
     if stopped:
         sweep.terminated = {**sweep.terminated, **stopped}  # a new dict, so the JSON column is saved
         sweep.updated_at = utcnow()
-        session.add(sweep)
-    return bool(stopped)
+        tx.session.add(sweep)
 
 
 def _best(children: list[Job], series: SeriesByJob, spec: SweepCreate) -> tuple[str | None, float | None]:
     """The completed child whose last logged primary metric is best (the earliest child on a tie)."""
-    scored = [(c.id, series[c.id][-1][1]) for c in children if c.status == JobStatus.COMPLETED.value and series[c.id]]
+    scored = [(c.id, series[c.id][-1][1]) for c in children if c.status is JobStatus.COMPLETED and series[c.id]]
     if not scored:
         return None, None
     sign = 1 if spec.goal == "maximize" else -1
@@ -172,49 +187,40 @@ def _best(children: list[Job], series: SeriesByJob, spec: SweepCreate) -> tuple[
     return job_id, value
 
 
-def _finish(session: Session, sweep: Sweep, spec: SweepCreate, children: list[Job], runtime: Runtime) -> None:
-    """Decide the final status, register the best model if asked, and commit."""
-    if sweep.status == SweepStatus.CANCELING.value:
+def _finish(tx: UnitOfWork, sweep: Sweep, spec: SweepCreate, children: list[Job]) -> bool:
+    """End the sweep with its final status; True instead when the best model is to be registered first."""
+    error: str | None = None
+    if sweep.status is SweepStatus.CANCELING:
         status = SweepStatus.CANCELED
     elif sweep.error is not None:
         status = SweepStatus.FAILED
     elif sweep.best_job_id is None:
         status = SweepStatus.FAILED
-        failed = sum(c.status == JobStatus.FAILED.value for c in children)
-        sweep.error = (f"all {failed} children failed" if failed == len(children)
-                       else f"no completed child logged {spec.primary_metric!r}")
+        failed = sum(c.status is JobStatus.FAILED for c in children)
+        error = (f"all {failed} children failed" if failed == len(children)
+                 else f"no completed child logged {spec.primary_metric!r}")
     else:
         status = SweepStatus.COMPLETED
     if status is SweepStatus.COMPLETED and spec.register_best is not None:
-        try:
-            model = _register_best(session, sweep, spec, runtime)
-            sweep.model_name, sweep.model_version = model.name, model.version
-        except RunyardError as exc:
-            status, sweep.error = SweepStatus.FAILED, f"registering the best child's model failed: {exc.detail}"
-        except BackendError as exc:
-            if exc.transient:
-                raise  # the tick rolls back; the next one tries again
-            status, sweep.error = SweepStatus.FAILED, f"registering the best child's model failed: {exc.message}"
-    sweep.status, sweep.ended_at, sweep.updated_at = status.value, utcnow(), utcnow()
-    session.add(sweep)
-    session.commit()
-    log.info("sweep %s %s (best job %s, %s=%s)", sweep.id, status.value, sweep.best_job_id,
+        return True
+    lifecycle.set_status(sweep, status, now=utcnow(), error=error)
+    tx.session.add(sweep)
+    _log_end(sweep, spec)
+    return False
+
+
+def _log_end(sweep: Sweep, spec: SweepCreate) -> None:
+    log.info("sweep %s %s (best job %s, %s=%s)", sweep.id, sweep.status.value, sweep.best_job_id,
              spec.primary_metric, sweep.best_metric)
 
 
-def _register_best(session: Session, sweep: Sweep, spec: SweepCreate, runtime: Runtime) -> ModelVersion:
+def _register_best(sweep: Sweep, spec: SweepCreate, runtime: Runtime) -> ModelVersion:
     """Register the best child's model once, tagged with the sweep and its metric."""
     target = spec.register_best
-    best = session.get(Job, sweep.best_job_id)
-    if target is None or best is None:
+    if target is None or sweep.best_job_id is None:
         raise RuntimeError(f"sweep {sweep.id} has nothing to register")
-    # A crash after the registration committed but before the sweep did must not register twice.
-    for earlier in session.exec(
-        select(ModelVersion).where(ModelVersion.job_id == best.id, ModelVersion.name == target.model_name)
-    ):
-        if earlier.tags.get("sweep_id") == sweep.id:
-            return earlier
     tags = {**target.tags, "sweep_id": sweep.id, "primary_metric": spec.primary_metric,
             spec.primary_metric: repr(sweep.best_metric)}
     register = ModelRegister(model_name=target.model_name, model_path=target.model_path, tags=tags)
-    return registry.register_model(session, job=best, runtime=runtime, spec=register)
+    # once_per: a crash after the registration committed but before the sweep did must not register twice.
+    return registry.register_model(runtime, job_id=sweep.best_job_id, spec=register, once_per="sweep_id")

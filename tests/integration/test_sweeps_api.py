@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.core.events import Event
 from service.db.tables import Sweep
 from tests.conftest import wait_for
 from tests.integration.sweep_support import scorer_sweep, wait_for_sweep
@@ -201,7 +202,7 @@ def test_a_crash_between_registering_and_ending_the_sweep_registers_once(client:
         row.status, row.model_name, row.model_version, row.ended_at = "running", None, None, None
         session.add(row)
         session.commit()
-    runtime.wake_sweeper()
+    runtime.events.publish(Event.SWEEP_CHANGED)
 
     sweep = wait_for_sweep(client, sweep_id)
     assert sweep["status"] == "completed"
