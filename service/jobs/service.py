@@ -94,10 +94,12 @@ def submit_job(
         max_run_duration_seconds=spec.max_run_duration_seconds,
     )
     catalog.ensure_experiment(session, name=spec.experiment)
+    session.add(job)
     try:
-        with session.begin_nested():
-            session.add(job)
+        session.flush()
     except IntegrityError:
+        # The transaction is spoilt (PostgreSQL refuses further statements): start over, as a replay.
+        session.rollback()
         if idempotency_key is None:
             raise
         # A concurrent request with the same key won the race.

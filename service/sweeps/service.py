@@ -75,11 +75,11 @@ def create_sweep(
     )
     # One transaction for the sweep and its first child: the child is validated exactly like
     # POST /v1/jobs, and a request it refuses leaves nothing behind (the unit of work rolls back).
+    session.add(sweep)
     try:
-        with session.begin_nested():
-            session.add(sweep)
-            launch_child(tx, sweep=sweep, index=0, settings=settings, backends=backends)
+        launch_child(tx, sweep=sweep, index=0, settings=settings, backends=backends)
     except IntegrityError:
+        session.rollback()
         existing = _by_key(session, idempotency_key, digest) if idempotency_key is not None else None
         if existing is None:
             raise

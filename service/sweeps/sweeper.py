@@ -106,11 +106,12 @@ def launch_next(tx: UnitOfWork, *, sweep_id: str, runtime: Runtime) -> Job | Non
     if len(children) >= len(sweep.plan) or active >= sweep.spec["max_concurrent_runs"]:
         return None
     try:
-        with session.begin_nested():
-            return sweeps.launch_child(tx, sweep=sweep, index=len(children), settings=runtime.settings,
-                                       backends=runtime.backends)
+        return sweeps.launch_child(tx, sweep=sweep, index=len(children), settings=runtime.settings,
+                                   backends=runtime.backends)
     except RunyardError as exc:
         # Definitive (a dataset or environment gone since): stop launching; the sweep ends failed.
+        session.rollback()
+        sweep = sweeps.get_sweep(session, sweep_id=sweep_id)
         sweep.error, sweep.updated_at = f"child {len(children)} could not be submitted: {exc.detail}", utcnow()
         session.add(sweep)
         log.warning("sweep %s: %s", sweep_id, sweep.error)
