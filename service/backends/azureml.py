@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections import defaultdict
@@ -28,7 +27,7 @@ from service.backends.azureml_progress import (
     new_samples,
     parse_time,
 )
-from service.backends.azureml_sdk import AzureNotFound, AzureSdk, load_sdk
+from service.backends.azureml_sdk import AzureCallAbandoned, AzureNotFound, AzureSdk, load_sdk
 from service.backends.azureml_workspace import AzureWorkspace
 from service.backends.base import ComputeInfo, DatasetInput, RegisteredModel, RunRef, RunUpdate, SubmitRequest
 from service.core.clock import utcnow
@@ -48,12 +47,19 @@ BEFORE_SCRIPT = frozenset({"NotStarted", "Unapproved", "Queued", "Preparing", "P
 # experiment has many active runs (a page per 500 beats 500 single reads), then stops; runs
 # older than that are read one by one.
 LIST_SCAN_LIMIT = 500
-RECENT_RUNS = 50
 # The poller waits 120 s for a poll; stop starting detail reads well before that.
 POLL_DEADLINE_SECONDS = 90.0
 COMPUTE_RETRY_SECONDS = 30.0
 NO_DETAILS = 3  # the priority of a run that needs only its status this cycle
 FINAL_MARK = "azureml_final"
+# A finished run whose final metrics, log, files or details cannot be read for this long ends
+# `failed` with the reason, rather than staying active for ever.
+FINAL_READ_GIVE_UP_SECONDS = 600.0
+# `run.cancel()` sends its request first, then flushes; past this the request is taken as sent.
+CANCEL_SEND_SECONDS = 5.0
+MODEL_TAG = "runyard_registration"
+# Cluster states (azureml_workspace.COMPUTE_STATES) in which jobs wait rather than being submitted.
+WAIT_FOR_COMPUTE = frozenset({"connecting", "provisioning"})
 
 
 @dataclass
@@ -77,6 +83,7 @@ class AzureMLBackend:
         self._seen: dict[str, _Seen] = {}
         self._reported: dict[str, str] = {}  # run id -> the status last reported with nothing else new
         self._cancels: dict[str, bool] = {}  # run id -> whether a forced cancel was sent
+        self._final_failing: dict[str, float] = {}  # run id -> when its final read first failed
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -91,18 +98,29 @@ class AzureMLBackend:
         self._stop.set()
 
     def _attach_compute(self) -> None:
+        """Attach every cluster, then follow the ones still provisioning until they are ready."""
         while not self._stop.is_set():
             if self.workspace.ensure_compute():
-                return
+                break
             self._stop.wait(COMPUTE_RETRY_SECONDS)
+        while not self._stop.is_set():
+            waiting = [s for s in self.workspace.compute.values() if s.state != "ready"]
+            if not waiting:
+                return
+            for state in waiting:
+                self.workspace.refresh_compute(state)
+            self._stop.wait(self.workspace.refresh_seconds())
 
     # -- the Backend protocol ------------------------------------------------------
 
     def targets(self) -> Sequence[str]:
         return list(self.workspace.compute)
 
-    def capacity(self, target: str) -> int | None:  # noqa: ARG002 - Azure queues runs itself
-        return None
+    def capacity(self, target: str) -> int | None:
+        """0 while the cluster is being attached or provisioned (the tutorial waits for it too); then no
+        limit: Azure queues runs itself. A cluster in error takes jobs, which then fail with its reason."""
+        state = self.workspace.compute.get(target)
+        return 0 if state is not None and state.state in WAIT_FOR_COMPUTE else None
 
     def submit(self, request: SubmitRequest) -> str:
         """A real ScriptRunConfig sent with `Experiment.submit`, tagged with the job id."""
@@ -117,26 +135,40 @@ class AzureMLBackend:
             compute_target=request.compute_target, environment=environment,
         )
         tags = {**request.tags, JOB_TAG: request.job_id}
-        # The run id names the job too: submit creates the run before it writes the tags.
-        run_id = f"{_run_id_prefix(request.experiment, request.job_id)}{secrets.token_hex(4)}"
-        run = ws.call("submit the run", experiment.submit, config, tags=tags, run_id=run_id)
+        # One run id per attempt: a submit abandoned after its timeout keeps running in its thread
+        # (the SDK sleeps through 429s, the snapshot upload has no limit), and the retry must meet
+        # the run it may create instead of starting a second one.
+        run_id = run_id_for(request.experiment, request.job_id)
+        try:
+            run = ws.call("submit the run", experiment.submit, config, tags=tags, run_id=run_id)
+        except AzureCallAbandoned:
+            raise
+        except BackendError as exc:
+            # A conflict (the abandoned submit got there first) or a failure after the run was
+            # created: the run with this attempt's id is the job's.
+            if self._run_exists(experiment, run_id):
+                log.info("submit of %s failed (%s) but its run exists: adopted", run_id, exc.message)
+                return run_id
+            raise
         return str(run.id)
 
     def find_run(self, job_id: str, experiment: str, run_dir: Path) -> str | None:  # noqa: ARG002
-        """The job's run by its tag, else (a crash inside submit) by its id among recent runs."""
+        """The attempt's run by its id (404: none), else by its tag (runs named before ids were fixed)."""
         exp = self.workspace.experiment(experiment)
+        run_id = run_id_for(experiment, job_id)
+        if self._run_exists(exp, run_id):
+            return run_id
         tagged: list[str] = self.workspace.call(
             "find the job's run by tag", lambda: [str(r.id) for r in islice(exp.get_runs(tags={JOB_TAG: job_id}), 1)]
         )
-        if tagged:
-            return tagged[0]
-        prefix = _run_id_prefix(experiment, job_id)
+        return tagged[0] if tagged else None
 
-        def by_id() -> str | None:
-            return next((str(r.id) for r in islice(exp.get_runs(), RECENT_RUNS) if str(r.id).startswith(prefix)), None)
-
-        found: str | None = self.workspace.call("find the job's run by id", by_id)
-        return found
+    def _run_exists(self, experiment: Any, run_id: str) -> bool:
+        try:
+            self.workspace.call("look up the run", self.workspace.sdk.Run, experiment, run_id, clean_up=False)
+        except AzureNotFound:
+            return False
+        return True
 
     def poll(self, runs: Sequence[RunRef]) -> list[RunUpdate]:
         """One run listing per experiment; metrics, log and files only for runs that need them."""
@@ -169,6 +201,7 @@ class AzureMLBackend:
         self._seen = {k: v for k, v in self._seen.items() if k in active}
         self._reported = {k: v for k, v in self._reported.items() if k in active}
         self._cancels = {k: v for k, v in self._cancels.items() if k in active}
+        self._final_failing = {k: v for k, v in self._final_failing.items() if k in active}
         return updates
 
     def _observe(self, name: str, refs: list[RunRef]) -> list[tuple[RunRef, Any]]:
@@ -254,8 +287,11 @@ class AzureMLBackend:
             if mapped.is_terminal():
                 details = ws.call("read the run's details", run.get_details)
         except BackendError as exc:
+            if mapped.is_terminal():
+                return self._final_read_failed(ref, status, exc)
             log.warning("reading run %s failed; will retry: %s", ref.run_id, exc.message)
             return None
+        self._final_failing.pop(ref.run_id, None)
         self._seen[ref.run_id] = _Seen(status, self._clock())
         started = parse_time(details.get("startTimeUtc")) or self._started(mapped)
         if not mapped.is_terminal():
@@ -265,6 +301,22 @@ class AzureMLBackend:
         (state / FINAL_MARK).touch()
         return RunUpdate(ref.run_id, status, mapped, metrics, cursor, files, error=_reason(ref, mapped, details),
                          started_at=started, ended_at=parse_time(details.get("endTimeUtc")) or self._now())
+
+    def _final_read_failed(self, ref: RunRef, status: str, exc: BackendError) -> RunUpdate | None:
+        """Retry a finished run's last read; after FINAL_READ_GIVE_UP_SECONDS end the job with the reason."""
+        first = self._final_failing.setdefault(ref.run_id, self._clock())
+        if self._clock() - first < FINAL_READ_GIVE_UP_SECONDS:
+            log.warning("final read of run %s failed; will retry: %s", ref.run_id, exc.message)
+            return None
+        log.error("final read of run %s kept failing for %.0fs; the job fails: %s", ref.run_id,
+                  self._clock() - first, exc.message)
+        self._final_failing.pop(ref.run_id, None)
+        state = RunDir(ref.run_dir).state
+        state.mkdir(parents=True, exist_ok=True)
+        (state / FINAL_MARK).touch()
+        return RunUpdate(ref.run_id, status, JobStatus.FAILED, metrics_cursor=ref.metrics_cursor,
+                         error=f"the Azure ML run ended {status}, but its results could not be read: {exc.message}",
+                         ended_at=self._now())
 
     def _status_only(self, ref: RunRef, status: str, mapped: JobStatus) -> RunUpdate:
         return RunUpdate(ref.run_id, status, mapped, metrics_cursor=ref.metrics_cursor,
@@ -286,12 +338,21 @@ class AzureMLBackend:
         part.unlink(missing_ok=True)
 
     def cancel(self, run: RunRef, *, force: bool) -> None:
-        """`run.cancel()`, once (and once more when forced: Azure has no harder cancel)."""
+        """`run.cancel()`, once (and once more when forced: Azure has no harder cancel).
+
+        The SDK posts the cancel, then flushes and uploads (core/run.py Run.cancel ->
+        run_history_facade.cancel): a cancel still busy after CANCEL_SEND_SECONDS has sent its
+        request, so it is recorded and left to finish in its thread, never holding up the poll.
+        """
         sent = self._cancels.get(run.run_id)
         if sent is not None and (sent or not force):
             return
         handle = self._attach(run, "cancel the run")
-        self.workspace.call(f"cancel run {run.run_id}", handle.cancel)
+        try:
+            self.workspace.call(f"cancel run {run.run_id}", handle.cancel,
+                                timeout=min(self.workspace.timeout, CANCEL_SEND_SECONDS))
+        except AzureCallAbandoned:
+            log.info("cancel of run %s is still flushing; taken as sent", run.run_id)
         self._cancels[run.run_id] = force
 
     def fetch_file(self, run: RunRef, path: str) -> Path:
@@ -308,14 +369,29 @@ class AzureMLBackend:
         return local
 
     def register_model(
-        self, run: RunRef, *, model_name: str, model_path: str, version: int, tags: Mapping[str, str]
+        self, run: RunRef, *, model_name: str, model_path: str, version: int,  # noqa: ARG002 - Azure numbers
+        tags: Mapping[str, str],
     ) -> RegisteredModel:
-        """`run.register_model`; the Azure model id (`name:azure_version`) is the location."""
-        handle = self._attach(run, "register a model")
-        azure_tags = {**tags, JOB_TAG: run.job_id, "runyard_version": str(version)}
-        model = self.workspace.call(f"register model {model_name}", handle.register_model,
-                                    model_name=model_name, model_path=model_path, tags=azure_tags)
-        return RegisteredModel(location=str(model.id), files=(model_path,))
+        """`run.register_model`; the version is the workspace's, the Azure model id the location.
+
+        Idempotent: the model is tagged with its run and path, and a retry (say after a timeout
+        whose registration went through) finds that model instead of registering another version.
+        """
+        key = f"{run.run_id}/{model_path}"
+        model = self._registered(model_name, key)
+        if model is None:
+            handle = self._attach(run, "register a model")
+            azure_tags = {**tags, JOB_TAG: run.job_id, MODEL_TAG: key}
+            model = self.workspace.call(f"register model {model_name}", handle.register_model,
+                                        model_name=model_name, model_path=model_path, tags=azure_tags)
+        return RegisteredModel(location=str(model.id), files=(model_path,), version=int(model.version))
+
+    def _registered(self, model_name: str, key: str) -> Any:
+        """The model version already registered for this run and path, if any."""
+        ws = self.workspace
+        models = ws.call(f"find model {model_name}", ws.sdk.Model.list, ws.workspace(), name=model_name,
+                         tags=[[MODEL_TAG, key]])
+        return max(models, key=lambda m: int(m.version), default=None)
 
     def describe(self) -> list[ComputeInfo]:
         infos = []
@@ -342,9 +418,9 @@ class AzureMLBackend:
 
 
 
-def _run_id_prefix(experiment: str, run_key: str) -> str:
-    """Run ids keep to [A-Za-z0-9_-]: an attempt key `ID.2` becomes `ID-2`."""
-    return f"{experiment[:100]}_{re.sub(r'[^A-Za-z0-9_-]', '-', run_key)}_"
+def run_id_for(experiment: str, run_key: str) -> str:
+    """The run id of one attempt; ids keep to [A-Za-z0-9_-]: an attempt key `ID.2` becomes `ID-2`."""
+    return f"{experiment[:100]}_{re.sub(r'[^A-Za-z0-9_-]', '-', run_key)}"
 
 
 def _vanished(ref: RunRef) -> RunUpdate:

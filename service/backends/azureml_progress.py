@@ -60,6 +60,10 @@ def new_samples(
     known = _read_counts(run_dir)
     counts = known.get(str(cursor))
     if counts is None:
+        if sum(len(points) for points in flat.values()) < cursor:
+            # Fewer points than already stored: `get_metrics` returns {} when listing the metric
+            # names fails (_restclient/metrics_client.py get_metrics_for_run_v2). Wait for a full read.
+            return (), cursor
         counts = {} if cursor == 0 else _guess_counts(flat, cursor)
     samples: list[MetricSample] = []
     for name in sorted(flat):
@@ -69,7 +73,9 @@ def new_samples(
         samples.extend(
             MetricSample(name=name, value=v, step=None, timestamp=now) for v in points[seen:] if v is not None
         )
-    total = {name: max(len(points), counts.get(name, 0)) for name, points in flat.items()}
+    # A name missing from this read keeps its count: the cursor never moves back, so points
+    # already stored are never stored again when the name reappears.
+    total = {name: max(len(flat.get(name, ())), counts.get(name, 0)) for name in {*flat, *counts}}
     new_cursor = sum(total.values())
     if new_cursor != cursor:
         known[str(new_cursor)] = total

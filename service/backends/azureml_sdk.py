@@ -6,9 +6,12 @@ Everything here is loaded lazily, so a service without a workspace never imports
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -21,7 +24,14 @@ T = TypeVar("T")
 
 # HTTP answers that say "try again later"; everything else from Azure is definitive.
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504, 530})
-_ENV_CODE = re.compile(r"Code:\s*(\d{3})")
+# Where the SDK writes a reply's HTTP status into an exception's message:
+# `"status_code": 503` (get_http_exception_response_string, used by _execution._commands and
+# _project.project_engine `_raise_request_error`, and by the snapshot client), `Response Code: 503`
+# (ComputeTargetException from core/compute), `http error: 503` (the vendored MSI wrapper's
+# AzureResponseError) and `Code: 503` (Environment.get/register/list's bare Exception).
+_EMBEDDED_STATUS = re.compile(r'(?:"status_code":|Response Code:|http error:|\bCode:)\s*(\d{3})\b')
+# A token is reused until this close to its expiry (the SDK's own service principal cache uses 5 min).
+TOKEN_REFRESH_MARGIN_SECONDS = 300.0
 
 
 class AzureNotFound(BackendError):
@@ -29,6 +39,13 @@ class AzureNotFound(BackendError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=False)
+
+
+class AzureCallAbandoned(BackendError):
+    """The call gave no answer in time; it may still complete in its thread."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
 
 
 @dataclass(frozen=True)
@@ -46,12 +63,13 @@ class AzureSdk:
     ScriptRunConfig: Any
     ServicePrincipalAuthentication: Any
     MsiAuthentication: Any
+    Model: Any = None
 
 
 def load_sdk() -> AzureSdk:
-    """Import azureml-core and return its real classes."""
-    from azureml.core import Dataset, Environment, Experiment, Run, ScriptRunConfig, Workspace
-    from azureml.core.authentication import MsiAuthentication, ServicePrincipalAuthentication
+    """Import azureml-core and return its real classes (managed identity with a token cache)."""
+    from azureml.core import Dataset, Environment, Experiment, Model, Run, ScriptRunConfig, Workspace
+    from azureml.core.authentication import ServicePrincipalAuthentication
     from azureml.core.compute import AmlCompute, ComputeTarget
     from azureml.core.conda_dependencies import CondaDependencies
 
@@ -59,8 +77,62 @@ def load_sdk() -> AzureSdk:
         Workspace=Workspace, Experiment=Experiment, Run=Run, ComputeTarget=ComputeTarget, AmlCompute=AmlCompute,
         Environment=Environment, CondaDependencies=CondaDependencies, Dataset=Dataset,
         ScriptRunConfig=ScriptRunConfig, ServicePrincipalAuthentication=ServicePrincipalAuthentication,
-        MsiAuthentication=MsiAuthentication,
+        MsiAuthentication=caching_msi_authentication(), Model=Model,
     )
+
+
+def quiet_cancel() -> None:
+    """Make `Run.cancel()` return once its request is sent.
+
+    It ends in MetricsClient.flush, which waits up to 240 s for metric ingestion unless
+    `os.getenv('AZUREML_FLUSH_INGEST_WAIT', True)` is falsy (_restclient/metrics_client.py):
+    runyard never logs metrics itself, so there is nothing to wait for. An operator's value wins.
+    """
+    os.environ.setdefault("AZUREML_FLUSH_INGEST_WAIT", "")
+
+
+def caching_msi_authentication() -> type:
+    """`MsiAuthentication` that reuses each token until shortly before it expires.
+
+    The SDK's class builds a new `MSIAuthenticationWrapper` and asks the identity endpoint on
+    every `_get_*_token` call (core/authentication.py), i.e. on every request; the endpoint throttles.
+    """
+    from azureml.core.authentication import MsiAuthentication, _get_exp_time
+
+    class CachingMsiAuthentication(MsiAuthentication):  # type: ignore[misc]
+        def __init__(self, cloud: str | None = None, **kwargs: Any) -> None:
+            super().__init__(cloud, **kwargs)
+            self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
+            self._token_lock = threading.Lock()
+
+        def _cached(self, key: tuple[str, ...], fetch: Callable[[], str]) -> str:
+            with self._token_lock:  # one fetch at a time: concurrent callers reuse its token
+                found = self._tokens.get(key)
+                if found is not None and time.time() < found[1] - TOKEN_REFRESH_MARGIN_SECONDS:
+                    return found[0]
+                token = fetch()
+                try:
+                    expires = float(_get_exp_time(token))
+                except Exception:  # not a JWT: use it once, ask again next time
+                    expires = 0.0
+                self._tokens[key] = (token, expires)
+                return token
+
+        def _get_resource_token(self, resource: str) -> str:
+            return self._cached(("resource", resource), lambda: super(CachingMsiAuthentication, self)
+                                ._get_resource_token(resource))
+
+        def _get_arm_token(self) -> str:
+            return self._cached(("arm",), super()._get_arm_token)
+
+        def _get_graph_token(self) -> str:
+            return self._cached(("graph",), super()._get_graph_token)
+
+        def _get_azureml_client_token(self) -> str:
+            return self._cached(("azureml",), super()._get_azureml_client_token)
+
+    CachingMsiAuthentication.__name__ = CachingMsiAuthentication.__qualname__ = "MsiAuthentication"
+    return CachingMsiAuthentication
 
 
 def call_with_timeout(what: str, timeout: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -81,7 +153,7 @@ def call_with_timeout(what: str, timeout: float, fn: Callable[..., T], *args: An
     threading.Thread(target=work, name=f"azureml: {what}", daemon=True).start()
     if not wait([result], timeout).done:
         log.warning("Azure ML call %r gave no answer within %.0fs; abandoned", what, timeout)
-        raise BackendError(f"{what}: no answer from Azure ML within {timeout:g}s", transient=True)
+        raise AzureCallAbandoned(f"{what}: no answer from Azure ML within {timeout:g}s")
     error = result.exception()
     if error is None:
         return result.result()
@@ -99,7 +171,14 @@ def translate(exc: BaseException, what: str) -> BackendError:
     if status is not None:
         return BackendError(detail, transient=status in TRANSIENT_STATUS)
     from azureml import exceptions as aml
+    from azureml._vendor.azure_cli_core import azclierror
 
+    if isinstance(exc, azclierror.AzureConnectionError):
+        return BackendError(detail, transient=True)  # the identity endpoint did not answer
+    if isinstance(exc, azclierror.AuthenticationError):
+        return BackendError(f"{what}: Azure ML authentication failed: {_message(exc)}", transient=False)
+    if isinstance(exc, azclierror.AzureResponseError):
+        return BackendError(detail, transient=True)  # a token reply without a status: no definitive answer
     if isinstance(exc, aml.AzureMLException):
         inner = getattr(exc, "inner_exception", None)
         if isinstance(inner, BaseException) and inner is not exc and translate(inner, what).transient:
@@ -115,9 +194,6 @@ def translate(exc: BaseException, what: str) -> BackendError:
         return BackendError(detail, transient=True)
     if isinstance(exc, ImportError):
         return BackendError(f"{what}: a package the Azure ML SDK needs is missing: {exc}", transient=False)
-    if type(exc) is Exception and (code := _ENV_CODE.search(str(exc))):
-        # Environment calls raise a bare Exception("... Code: 503 ...") on any non-200 reply.
-        return BackendError(detail, transient=int(code.group(1)) in TRANSIENT_STATUS)
     if isinstance(exc, TypeError | ValueError | KeyError | AttributeError):
         return BackendError(detail, transient=False)  # a bug or bad input, not the network
     # Anything else is no definitive answer from Azure: retrying is the safe side.
@@ -125,13 +201,19 @@ def translate(exc: BaseException, what: str) -> BackendError:
 
 
 def _status_code(exc: BaseException) -> int | None:
-    """The HTTP status of a failed service reply, when the exception carries one."""
+    """The HTTP status of a failed service reply: an attribute, or written into the message."""
     code = getattr(exc, "status_code", None)
     if isinstance(code, int):
         return code
     response = getattr(exc, "response", None)
     code = getattr(response, "status_code", None)
-    return code if isinstance(code, int) else None
+    if isinstance(code, int):
+        return code
+    if type(exc).__module__.startswith("requests"):
+        return None  # a requests error without a response: the network
+    found = _EMBEDDED_STATUS.search(_raw_message(exc))
+    status = int(found.group(1)) if found else None
+    return status if status is not None and status >= 400 else None
 
 
 def _is_network_error(exc: BaseException) -> bool:
@@ -148,13 +230,43 @@ def _is_network_error(exc: BaseException) -> bool:
     return isinstance(exc, ServiceRequestError | ServiceResponseError)
 
 
-def _message(exc: BaseException) -> str:
-    """A one-line message; `str(ServiceException)` itself can raise (facts §11.7)."""
+def _raw_message(exc: BaseException) -> str:
+    """`.message` (AzureMLException's, without its decorations), else `str()`, which can raise (facts §11.7)."""
     message = getattr(exc, "message", None)
-    if not isinstance(message, str) or not message:
-        try:
-            message = str(exc)
-        except Exception:
-            message = ""
-    first = message.strip().splitlines()[0] if message.strip() else ""
-    return f"{type(exc).__name__}: {first}"[:500] if first else type(exc).__name__
+    if isinstance(message, str) and message:
+        return message
+    try:
+        return str(exc)
+    except Exception:
+        return ""
+
+
+def _message(exc: BaseException) -> str:
+    """One readable line: a JSON reply's `error.message`, else the first line with text."""
+    raw = _raw_message(exc)
+    text = _json_error_message(raw)
+    if text is None:
+        text = next((line.strip() for line in raw.splitlines() if any(c.isalnum() for c in line)), "")
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+
+
+def _json_error_message(raw: str) -> str | None:
+    """`{"error_details": {"error": {"code", "message"}}, "status_code": N}` as `N Code: message`."""
+    if not raw.lstrip().startswith("{"):
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    body = data.get("error_details", data)
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+        text = f"{code}: {message}" if code and message else str(message or code or "")
+    else:
+        text = str(error or "")
+    status = data.get("status_code")
+    text = " ".join(text.split())
+    return f"HTTP {status}: {text}" if status and text else (text or None)

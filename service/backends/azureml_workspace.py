@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service.backends.azureml_sdk import AzureNotFound, AzureSdk, call_with_timeout
+from service.backends.azureml_sdk import AzureNotFound, AzureSdk, call_with_timeout, quiet_cancel
 from service.backends.base import DatasetInput, EnvironmentSpec
 from service.core.errors import BackendError
 from service.core.settings import AzureComputeSpec, Settings
@@ -65,6 +65,7 @@ class AzureWorkspace:
     def sdk(self) -> AzureSdk:
         """The SDK classes, imported on first use."""
         if self._sdk is None:
+            quiet_cancel()
             self._sdk = self._load_sdk()
         return self._sdk
 
@@ -212,7 +213,7 @@ class AzureWorkspace:
 
     def refresh_compute(self, state: ComputeState, *, force: bool = False) -> None:
         """Read the cluster's provisioning state and node count, at most every refresh interval."""
-        if state.target is None or (not force and self._clock() - state.checked_at < self._refresh_seconds()):
+        if state.target is None or (not force and self._clock() - state.checked_at < self.refresh_seconds()):
             return
         state.checked_at = self._clock()
         try:
@@ -229,5 +230,5 @@ class AzureWorkspace:
         errors = getattr(status, "errors", None)
         state.error = "; ".join(str(getattr(e, "message", e)) for e in errors) if errors else None
 
-    def _refresh_seconds(self) -> float:
+    def refresh_seconds(self) -> float:
         return max(self.settings.azureml_detail_refresh_seconds, 5.0)

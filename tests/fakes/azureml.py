@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import json
+import os
+import posixpath
 import re
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,20 +31,25 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from azureml._base_sdk_common.common import get_http_exception_response_string
 from azureml._restclient import models as rest_models
 from azureml._restclient.models.error_response import ErrorResponseException
+from azureml._vendor.azure_cli_core.azclierror import AuthenticationError, AzureConnectionError
 from azureml.core import Environment as RealEnvironment
 from azureml.core import ScriptRunConfig
 from azureml.core.authentication import MsiAuthentication, ServicePrincipalAuthentication
 from azureml.core.compute import AmlCompute as RealAmlCompute
 from azureml.core.compute.amlcompute import AmlComputeProvisioningConfiguration, AmlComputeStatus
 from azureml.core.conda_dependencies import CondaDependencies
+from azureml.core.run import _RunBase  # where Run.__init__ sends its **kwargs
+from azureml.core.script_run_config import submit as real_script_run_submit
 from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
 from azureml.exceptions import (
     ComputeTargetException,
     ExperimentExecutionException,
     ModelPathNotFoundException,
     ServiceException,
+    SnapshotException,
     UserErrorException,
 )
 from msrest import Deserializer
@@ -84,6 +93,46 @@ def service_error(status: int, code: str = "ServiceError", message: str = "the s
     response.headers["Content-Type"] = "application/json"
     deserializer = Deserializer({k: v for k, v in vars(rest_models).items() if isinstance(v, type)})
     return ServiceException(ErrorResponseException(deserializer, response))
+
+
+def _reply(status: int, code: str, message: str, url: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code, response.url = status, url
+    response._content = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def execution_error(status: int, code: str = "ServiceError", message: str = "the service said no",
+                    url: str = "https://fake.api.azureml.ms/execution/v1.0/startrun") -> ExperimentExecutionException:
+    """What `Experiment.submit` raises for an HTTP `status` reply: `_execution._commands._raise_request_error`
+    puts the reply, as JSON with its `status_code`, into the message."""
+    return ExperimentExecutionException(get_http_exception_response_string(_reply(status, code, message, url)))
+
+
+def snapshot_error(status: int | None = None) -> SnapshotException:
+    """What the snapshot upload of a submit raises: `_restclient/snapshots_client.py` builds it from the
+    reply (`get_http_exception_response_string`), or from its size check."""
+    if status is not None:
+        reply = _reply(status, "ServiceError", "snapshot upload failed", "https://fake.api.azureml.ms/snapshot")
+        return SnapshotException(get_http_exception_response_string(reply))
+    return SnapshotException(
+        "====================================================================\n\n"
+        "While attempting to take snapshot of /srv/trainer\n"
+        "Your total snapshot size exceeds the limit of 300.0 MB.\n"
+        "Please see http://aka.ms/aml-largefiles on how to work with large files.\n\n"
+        "====================================================================\n\n")
+
+
+def msi_connection_error() -> AzureConnectionError:
+    """What `MSIAuthenticationWrapper.set_token` raises when the identity endpoint cannot be reached."""
+    return AzureConnectionError("Failed to connect to MSI. Please make sure MSI is configured correctly and check "
+                                "the network connection.\nError detail: HTTPConnectionPool(host='169.254.169.254')")
+
+
+def msi_auth_error() -> AuthenticationError:
+    """The vendored azure-cli error the MSI wrapper raises where managed identity is unsupported."""
+    return AuthenticationError("VM SSH currently doesn't support managed identity or Cloud Shell.")
 
 
 @dataclass
@@ -190,7 +239,10 @@ class FakeAzure:
         self.computes: dict[str, dict[str, Any]] = {}
         self.environments: list[RealEnvironment] = []
         self.datasets: dict[str, list[FileDataset]] = {}
-        self.models: list[Model] = []
+        self.models: list[ModelRecord] = []
+        # Calls that fail on the service side but which the SDK swallows: `get_metrics` returns {}
+        # when listing the metric names fails (_restclient/metrics_client.py get_metrics_for_run_v2).
+        self.metric_listing_failures = 0
         self.auths: list[Any] = []
         self.script_for: Callable[[ScriptRunConfig], RunScript] = default_script
         self.auth_error: BaseException | None = None
@@ -198,6 +250,8 @@ class FakeAzure:
         self.leaky_run_handles = 0  # Run(...) built without clean_up=False (facts §6.7)
         self._faults: dict[str, list[_Fault]] = {}
         self._hangs: set[str] = set()
+        self._hang_once: Counter[str] = Counter()
+        self.finished: Counter[str] = Counter()  # calls that returned or raised (a hung one counts once done)
         self._released = threading.Event()
         self._lock = threading.RLock()
         self._outside_config: ScriptRunConfig | None = None
@@ -210,6 +264,7 @@ class FakeAzure:
         self.FileDatasetFactory = _bind(FileDatasetFactory, self)
         self.FileDataset = _bind(FileDataset, self)
         self.Dataset = _bind(Dataset, self, File=self.FileDatasetFactory)
+        self.Model = _bind(Model, self)
 
     def sdk(self) -> AzureSdk:
         """The SDK surface the backend is given: these fakes plus the real offline classes."""
@@ -218,6 +273,7 @@ class FakeAzure:
             AmlCompute=self.AmlCompute, Environment=self.Environment, CondaDependencies=CondaDependencies,
             Dataset=self.Dataset, ScriptRunConfig=ScriptRunConfig,
             ServicePrincipalAuthentication=ServicePrincipalAuthentication, MsiAuthentication=MsiAuthentication,
+            Model=self.Model,
         )
 
     # -- test controls -------------------------------------------------------------
@@ -230,9 +286,30 @@ class FakeAzure:
         """Make calls of `call` block until `release()`."""
         self._hangs.add(call)
 
+    def hang_next(self, call: str) -> None:
+        """Make only the next call of `call` block until `release()`; it then completes."""
+        self._hang_once[call] += 1
+
     def release(self) -> None:
         self._hangs.clear()
         self._released.set()
+
+    def wait_finished(self, call: str, count: int, timeout: float = 10.0) -> None:
+        """Block until `count` calls of `call` have ended (a released call finishes in its thread)."""
+        deadline = time.monotonic() + timeout
+        while self.finished[call] < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{call} ended {self.finished[call]} times, not {count}")
+            time.sleep(0.01)
+
+    def add_model(self, name: str, *, tags: dict[str, str] | None = None) -> ModelRecord:
+        """A model version registered in the workspace by someone else."""
+        with self._lock:
+            version = 1 + sum(1 for m in self.models if m.name == name)
+            model = ModelRecord(name=name, version=version, tags=dict(tags or {}), run_id="", experiment_name="",
+                                path=name)
+            self.models.append(model)
+        return model
 
     def add_compute(self, name: str, *, state: str = "Succeeded", nodes: int = 0) -> None:
         """A cluster that already exists in the workspace."""
@@ -255,8 +332,12 @@ class FakeAzure:
     # -- what the fake classes use -------------------------------------------------
 
     def enter(self, call: str) -> None:
-        self.calls[call] += 1
-        if call in self._hangs:
+        with self._lock:
+            self.calls[call] += 1
+            once = self._hang_once[call] > 0
+            if once:
+                self._hang_once[call] -= 1
+        if once or call in self._hangs:
             self._released.wait(timeout=30)
         if self.auth_error is not None:
             raise self.auth_error
@@ -278,7 +359,9 @@ class FakeAzure:
         now = self.clock()
         run_id = run_id or f"{experiment}_{int(EPOCH.timestamp() + now)}_{secrets.token_hex(4)}"
         if run_id in self.runs:
-            raise service_error(409, "Conflict", f"run {run_id} already exists")
+            # UNVERIFIED against live Azure: the status and code of a run id that is taken.
+            raise execution_error(409, "Conflict", f"A run with id {run_id} already exists",
+                                  url=f"https://fake.api.azureml.ms/execution/v1.0/startrun?runId={run_id}")
         record = RunRecord(run_id=run_id, experiment=experiment, number=len(self.runs) + 1, submitted_at=now,
                            script=self.script_for(config), tags=dict(tags), config=config,
                            target=str(config.run_config.target))
@@ -298,9 +381,13 @@ def sdk_call(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         @functools.wraps(fn)
         def wrapper(owner: Any, *args: Any, **kwargs: Any) -> Any:
             azure: FakeAzure = owner._azure
-            azure.enter(name)
-            result = fn(owner, *args, **kwargs)
-            azure.leave(name)
+            try:
+                azure.enter(name)
+                result = fn(owner, *args, **kwargs)
+                azure.leave(name)
+            finally:
+                with azure._lock:
+                    azure.finished[name] += 1
             return result
 
         return wrapper
@@ -358,6 +445,9 @@ class Experiment:
     @sdk_call("Experiment.submit")
     def submit(self, config, tags=None, **kwargs):
         azure = self._azure
+        # Experiment.submit hands **kwargs to the config's submit function (script_run_config.submit):
+        # a keyword it does not take is a TypeError there too.
+        inspect.signature(real_script_run_submit).bind(config, self.workspace, self.name, **kwargs)
         if not isinstance(config, ScriptRunConfig):
             raise TypeError(f"submit expects a ScriptRunConfig, got {type(config).__name__}")
         if any(isinstance(arg, FileDataset) for arg in config.arguments or []):
@@ -393,11 +483,19 @@ class Experiment:
         return pages()
 
 
+_RUN_KWARGS = {*inspect.signature(_RunBase.__init__).parameters, "clean_up", "_parent_logger"} - {"self", "kwargs"}
+
+
 class Run:
     _azure: FakeAzure
 
     @sdk_call("Run.__init__")
     def __init__(self, experiment, run_id, outputs=None, **kwargs):
+        # Run.__init__ hands **kwargs to _RunBase.__init__, which pops `clean_up`, takes its named
+        # parameters and hands the rest up its bases (ChainedIdentity takes `_parent_logger`).
+        unknown = set(kwargs) - _RUN_KWARGS
+        if unknown:
+            raise TypeError(f"Run got unexpected keyword arguments {sorted(unknown)}")
         if kwargs.get("clean_up", True):
             self._azure.leaky_run_handles += 1
         record = self._azure.runs.get(run_id)
@@ -435,6 +533,10 @@ class Run:
     @sdk_call("Run.get_metrics")
     def get_metrics(self, name=None, recursive=False, run_type=None, populate=False):
         now, record = self._azure.clock(), self._record
+        with self._azure._lock:
+            if self._azure.metric_listing_failures and name is None:
+                self._azure.metric_listing_failures -= 1
+                return {}  # the SDK logs the failed listing at debug level and returns what it has
         values: dict[str, list[Any]] = {}
         for at, metric, value in record.script.metrics:
             if record.happened(at, now) and name in (None, metric):
@@ -472,29 +574,68 @@ class Run:
 
     @sdk_call("Run.cancel")
     def cancel(self):
-        record, now = self._record, self._azure.clock()
+        azure, record, now = self._azure, self._record, self._azure.clock()
         if record.cancel_at is None and record.status(now) not in TERMINAL:
             record.cancel_at = now
+        # Then RunHistoryFacade.cancel flushes: MetricsClient.flush waits up to 240 s for metric
+        # ingestion unless os.getenv('AZUREML_FLUSH_INGEST_WAIT', True) is falsy.
+        if os.getenv("AZUREML_FLUSH_INGEST_WAIT", True):
+            azure.calls["Run.cancel:ingest_wait"] += 1
+            azure._released.wait(timeout=30)
 
     @sdk_call("Run.register_model")
     def register_model(self, model_name, model_path=None, tags=None, properties=None, model_framework=None,
                        model_framework_version=None, description=None, datasets=None, sample_input_dataset=None,
                        sample_output_dataset=None, resource_configuration=None, **kwargs):
         azure, record = self._azure, self._record
-        path = model_path or model_name
-        if path not in record.files(azure.clock()):
-            raise ModelPathNotFoundException(f"Could not locate the provided model_path {path} in the set of files")
+        path = posixpath.normpath(model_path or model_name)
+        files = record.files(azure.clock())
+        # RunHistoryFacade.register_model looks the path up as an artifact *prefix*: a folder works.
+        if not any(f.startswith(path) for f in files):
+            raise ModelPathNotFoundException(
+                f"Could not locate the provided model_path {path} in the set of files uploaded to the run: "
+                f"{sorted(files)}\n                See https://aka.ms/run-logging for more details.")
         with azure._lock:
+            # The workspace numbers versions per name, whoever registered the earlier ones.
             version = 1 + sum(1 for m in azure.models if m.name == model_name)
-            model = Model(name=model_name, version=version, tags=dict(tags or {}), run_id=record.run_id,
-                          experiment_name=record.experiment, path=path)
+            model = ModelRecord(name=model_name, version=version, tags=dict(tags or {}), run_id=record.run_id,
+                                experiment_name=record.experiment, path=path)
             azure.models.append(model)
         return model
 
 
-@dataclass
 class Model:
-    """What `run.register_model` returns: the attributes the SDK's Model has (facts §7)."""
+    _azure: FakeAzure
+
+    @classmethod
+    @sdk_call("Model.list")
+    def list(cls, workspace, name=None, tags=None, properties=None, run_id=None, latest=False, dataset_id=None,
+             expand=True, page_count=255, model_framework=None):
+        if tags is not None and type(tags) is not list:
+            raise UserErrorException(f'Expected tags must be list type. Ex. ["key", ["key2", "key2 value"]]: '
+                                     f"provided {type(tags)}")
+
+        def matches(model: ModelRecord) -> bool:
+            for tag in tags or []:
+                if isinstance(tag, list) and model.tags.get(tag[0]) != tag[1]:
+                    return False
+                if isinstance(tag, str) and tag not in model.tags:
+                    return False
+            return (name is None or model.name == name) and (run_id is None or model.run_id == run_id)
+
+        found = [m for m in cls._azure.models if matches(m)]
+        if latest:
+            newest: dict[str, ModelRecord] = {}
+            for m in found:
+                if m.name not in newest or m.version > newest[m.name].version:
+                    newest[m.name] = m
+            found = list(newest.values())
+        return found
+
+
+@dataclass
+class ModelRecord:
+    """A registered model with the attributes the SDK's Model has (core/model.py `Model.__init__`)."""
 
     name: str
     version: int

@@ -171,7 +171,8 @@ def test_tutorial_on_cpu_cluster_end_to_end(client: TestClient, fake: FakeAzure)
     assert registered.status_code == 201, registered.text
     [model] = fake.models
     assert (model.name, model.path, model.run_id) == ("sklearn_mnist", MODEL, job["run_id"])
-    assert model.tags == {"area": "mnist", "runyard_job_id": job_id, "runyard_version": "1"}
+    assert model.tags == {"area": "mnist", "runyard_job_id": job_id,
+                          "runyard_registration": f"{job['run_id']}/{MODEL}"}  # found again on a retry
     versions = client.get("/v1/models/sklearn_mnist/versions").json()["items"]
     assert [(v["version"], v["job_id"], v["run_id"]) for v in versions] == [(1, job_id, job["run_id"])]
     assert versions[0]["metrics"]["accuracy"] == 0.9123

@@ -100,7 +100,7 @@ def test_submit_sends_a_real_script_run_config(tmp_path: Path, fake: FakeAzure, 
     assert "python=3.11" in list(env.python.conda_dependencies.conda_packages)
     assert sent.tags == {"team": "vision", "runyard_job_id": "JOB1"}
     assert run_id == sent.run_id
-    assert run_id.startswith(f"{EXPERIMENT}_JOB1_")
+    assert run_id == f"{EXPERIMENT}_JOB1"  # one id per attempt: a retried submit meets its run
 
 
 def test_download_mode_binds_as_download(tmp_path: Path, fake: FakeAzure, backend: AzureMLBackend) -> None:
@@ -185,11 +185,12 @@ def test_find_run_by_id_when_submit_died_before_tagging(
     req = request(tmp_path, "JOB9.2")  # a second attempt's key
     fake.submit_loses_tags = 1
     fake.fail("Experiment.submit", ConnectionError("connection aborted"), after=True)
+    fake.fail("Run.__init__", ConnectionError("connection aborted"))  # and the check for the run too
     with pytest.raises(BackendError):
         backend.submit(req)
     [lost] = fake.runs.values()
     assert lost.tags == {}
-    assert lost.run_id.startswith(f"{EXPERIMENT}_JOB9-2_")
+    assert lost.run_id == f"{EXPERIMENT}_JOB9-2"
     assert backend.find_run(req.job_id, EXPERIMENT, req.run_dir) == lost.run_id
     assert backend.find_run("JOB9", EXPERIMENT, req.run_dir) is None  # the first attempt is not this run
 
@@ -415,7 +416,8 @@ def test_register_model_returns_the_azure_model_id(tmp_path: Path, fake: FakeAzu
     stored = backend.register_model(ref, model_name="sklearn_mnist", model_path="outputs/sklearn_mnist_model.pkl",
                                     version=3, tags={"area": "mnist"})
     assert stored.location == "sklearn_mnist:1"  # Azure numbers its own versions
-    assert fake.models[0].tags == {"area": "mnist", "runyard_job_id": "JOB1", "runyard_version": "3"}
+    assert fake.models[0].tags == {"area": "mnist", "runyard_job_id": "JOB1",
+                                   "runyard_registration": f"{ref.run_id}/outputs/sklearn_mnist_model.pkl"}
     with pytest.raises(BackendError, match="ModelPathNotFoundException") as raised:
         backend.register_model(ref, model_name="m", model_path="outputs/nope.pkl", version=1, tags={})
     assert not raised.value.transient

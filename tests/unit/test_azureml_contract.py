@@ -7,10 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from azureml.core import Dataset, Experiment, Run, ScriptRunConfig, Workspace
+from azureml.core import Dataset, Experiment, Model, Run, ScriptRunConfig, Workspace, script_run_config
 from azureml.core import Environment as RealEnvironment
+from azureml.core._experiment_method import ExperimentSubmitRegistrar
 from azureml.core.compute import AmlCompute, ComputeTarget
 from azureml.core.conda_dependencies import CondaDependencies
+from azureml.core.run import _RunBase
 from azureml.data.dataset_factory import FileDatasetFactory
 from azureml.data.file_dataset import FileDataset
 
@@ -43,6 +45,7 @@ CONTRACT: list[tuple[type, type, str]] = [
     (fake.FileDataset, FileDataset, "register"),
     (fake.FileDatasetFactory, FileDatasetFactory, "from_files"),
     (fake.Dataset, Dataset, "get_by_name"),
+    (fake.Model, Model, "list"),
 ]
 PROPERTIES: list[tuple[type, type, str]] = [
     (fake.Run, Run, "id"),
@@ -66,7 +69,7 @@ def test_faked_call_has_the_sdk_signature(fake_owner: type, real_owner: type, na
                          ids=[f"{r.__name__}.{n}" for _, r, n in CONTRACT])
 def test_faked_call_is_static_where_the_sdk_is(fake_owner: type, real_owner: type, name: str) -> None:
     """A static SDK method is a classmethod on the fake (it needs its FakeAzure): called the same way."""
-    real_static = isinstance(inspect.getattr_static(real_owner, name), staticmethod) or (
+    real_static = isinstance(inspect.getattr_static(real_owner, name), staticmethod | classmethod) or (
         name == "get_by_name"  # Dataset.get_by_name is AbstractDataset's staticmethod, re-exported
     )
     fake_bound = isinstance(inspect.getattr_static(fake_owner, name), classmethod)
@@ -84,7 +87,7 @@ def test_every_faked_call_is_in_the_contract() -> None:
     """A call added to a fake without a contract entry fails here."""
     checked = {(f, n) for f, _, n in CONTRACT + PROPERTIES}
     for owner in (fake.Workspace, fake.Experiment, fake.Run, fake.ComputeTarget, fake.AmlCompute,
-                  fake.Environment, fake.FileDataset, fake.FileDatasetFactory, fake.Dataset):
+                  fake.Environment, fake.FileDataset, fake.FileDatasetFactory, fake.Dataset, fake.Model):
         public = {n for n in vars(owner) if not n.startswith("_") or n == "__init__"}
         # Dataset.File is a class, provisioning_state a plain attribute, and runyard never builds a
         # FileDataset itself (from_files and register do).
@@ -99,3 +102,24 @@ def test_the_fake_sdk_hands_out_the_real_offline_classes() -> None:
     assert issubclass(sdk.Environment, RealEnvironment)
     assert Dataset.File is FileDatasetFactory
     assert sdk.Dataset.File.__mro__[1] is fake.FileDatasetFactory
+
+
+def test_the_keywords_runyard_passes_through_kwargs_are_taken_by_the_sdk() -> None:
+    """`Experiment.submit(config, tags, **kwargs)` and `Run(experiment, run_id, **kwargs)` accept anything;
+    the functions the kwargs reach must take the names runyard passes (`run_id`, `clean_up`)."""
+    config = ScriptRunConfig(source_directory=".", script="train.py")
+    submit = ExperimentSubmitRegistrar.get_submit_function(config)  # what Experiment.submit calls
+    assert submit is script_run_config.submit
+    params = inspect.signature(submit).parameters
+    assert params["run_id"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    inspect.signature(submit).bind(config, object(), "exp", run_id="exp_JOB1")
+    # Run.__init__ -> _RunBase.__init__(**kwargs), which pops `clean_up` (the kill-handler switch).
+    assert "_RunBase" in {c.__name__ for c in Run.__mro__}
+    assert 'kwargs.pop("clean_up", True)' in inspect.getsource(_RunBase.__init__)
+    # The fakes hold the same keywords to the same functions: a misspelt one is a TypeError.
+    azure = fake.FakeAzure()
+    experiment = azure.Experiment(workspace=None, name="exp")
+    with pytest.raises(TypeError):
+        experiment.submit(config, tags={}, runid="x")
+    with pytest.raises(TypeError):
+        azure.Run(experiment, "x", cleanup=False)

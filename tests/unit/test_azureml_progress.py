@@ -51,3 +51,15 @@ def test_failure_reason_digs_out_the_message() -> None:
     details = {"error": {"error": {"code": "UserError", "message": "Execution failed: exit code 1"}}}
     assert failure_reason(details) == "the Azure ML run failed: UserError: Execution failed: exit code 1"
     assert failure_reason({}) == "the Azure ML run failed without an error message"
+
+
+def test_the_cursor_never_moves_back_when_a_read_comes_back_empty(tmp_path: Path) -> None:
+    _, cursor = new_samples(tmp_path, 0, {"loss": [0.5, 0.4], "acc": [0.9]}, NOW)
+    # get_metrics() == {} (the SDK swallows a failed listing of the metric names): nothing new.
+    assert new_samples(tmp_path, cursor, {}, NOW) == ((), cursor)
+    # One name missing from a read: its points are not forgotten, so not stored again later.
+    partial, cursor2 = new_samples(tmp_path, cursor, {"loss": [0.5, 0.4, 0.3]}, NOW)
+    assert ([(s.name, s.value) for s in partial], cursor2) == ([("loss", 0.3)], 4)
+    assert new_samples(tmp_path, cursor2, {"loss": [0.5, 0.4, 0.3], "acc": [0.9]}, NOW) == ((), 4)
+    # The run folder lost its record: an empty read still does not move the cursor back.
+    assert new_samples(tmp_path / "restored", cursor2, {}, NOW) == ((), 4)
