@@ -31,6 +31,8 @@ class Runtime:
     events: Events = field(default_factory=Events)
     # Backend kind -> the last transient error, while it lasts; /readyz reports it.
     backend_health: dict[str, str] = field(default_factory=dict)
+    # Job id -> open `logs?follow=true` streams (log_stream keeps it; changed only on the event loop).
+    log_followers: dict[str, int] = field(default_factory=dict)
 
     def uow(self) -> AbstractContextManager[UnitOfWork]:
         """A unit of work on this database whose events reach this runtime's subscribers."""

@@ -1,12 +1,81 @@
-"""Serve the app with uvicorn: shared by `python -m service` and `runyard serve`."""
+"""Serve the app with uvicorn: shared by `python -m service` and `runyard serve`.
+
+uvicorn bounds neither how many connections it holds nor how long a client may take to send
+its headers or body, and each connection is a file descriptor: past the process's limit every
+`accept()` and every database open fails. `limited_protocol` adds those bounds.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.app import create_app
 from service.core.logs import configure_logging
 from service.core.settings import Settings
+
+log = logging.getLogger(__name__)
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
+_BUSY_BODY = (b'{"type":"https://runyard.dev/problems/too-many-connections","title":"Too many connections",'
+              b'"status":503,"detail":"the server holds its maximum of open connections; retry shortly"}')
+
+
+def limited_protocol(settings: Settings) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a connection cap and header/body read timeouts."""
+
+    class LimitedH11Protocol(H11Protocol):
+        _timer: asyncio.TimerHandle | None = None
+        _timed: object = None  # the h11 state the timer is for
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > settings.max_connections:
+                transport.write(_BUSY % (len(_BUSY_BODY), _BUSY_BODY))
+                transport.close()
+                return
+            self._watch()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _watch(self) -> None:
+            """Time the part of the request being read: its headers, then its body."""
+            state = self.conn.their_state
+            if state is self._timed:
+                return
+            self._disarm()
+            if state is h11.IDLE and self.cycle is None:
+                self._arm(state, settings.header_timeout_seconds)
+            elif state is h11.SEND_BODY:
+                self._arm(state, settings.body_timeout_seconds)
+
+        def _arm(self, state: object, seconds: float) -> None:
+            self._timed = state
+            self._timer = self.loop.call_later(seconds, self._expire, state)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timed = None, None
+
+        def _expire(self, state: object) -> None:
+            self._timer, self._timed = None, None
+            if self.conn.their_state is state and not self.transport.is_closing():
+                part = "headers" if state is h11.IDLE else "body"
+                log.info("closing a connection that did not send its request %s in time", part)
+                self.transport.close()
+
+    return LimitedH11Protocol
 
 
 def serve(settings: Settings) -> None:
@@ -17,4 +86,8 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         # Our logging setup and our access log (with request ids) replace uvicorn's.
         log_config=None, access_log=False,
+        http=limited_protocol(settings),
+        # Past this many connections or requests in progress, uvicorn itself answers 503.
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
     )

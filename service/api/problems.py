@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from service.core.errors import BackendError, RunyardError
+from service.core.errors import BackendError, Overloaded, RunyardError
 from service.db.engine import storage_problem
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RunyardError)
     async def _domain(request: Request, exc: RunyardError) -> JSONResponse:
-        return problem(exc.status_code, exc.title, exc.detail, request, **exc.extra)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
+        return problem(exc.status_code, exc.title, exc.detail, request, headers=headers, **exc.extra)
 
     @app.exception_handler(BackendError)
     async def _backend(request: Request, exc: BackendError) -> JSONResponse:

@@ -59,6 +59,17 @@ class BackendError(Exception):
         self.transient = transient
 
 
+class Overloaded(RunyardError):
+    """A limit the service keeps to stay up; the client should retry after `retry_after` seconds."""
+
+    status_code = 503
+    title = "Service overloaded"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
 class BackendUnavailable(RunyardError):
     status_code = 503
     title = "Backend unavailable"

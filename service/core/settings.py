@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,12 @@ class AzureComputeSpec(BaseModel):
         if self.max_nodes < self.min_nodes:
             raise ValueError("max_nodes must be >= min_nodes")
         return self
+
+
+def _half_the_fd_limit() -> int:
+    # Each connection is a file descriptor; the rest are for the database, logs and runs.
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, soft // 2) if soft != resource.RLIM_INFINITY else 4096
 
 
 def _azure_credential(variable: str) -> SecretStr | None:
@@ -72,6 +79,15 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     # Comment lines sent on an idle `logs?follow=true` stream so proxies and clients see it alive.
     log_follow_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # Open `logs?follow=true` streams, in all and per job; past either a new one gets 503.
+    max_log_followers: int = Field(default=256, ge=1)
+    max_log_followers_per_job: int = Field(default=32, ge=1)
+    # The HTTP server: open connections (more get 503), and how long a client may take to send
+    # a request's headers, its body, or the next request on an idle keep-alive connection.
+    max_connections: int = Field(default_factory=_half_the_fd_limit, ge=1)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    keep_alive_timeout_seconds: int = Field(default=5, ge=1)
 
     # Azure ML: a config.json path, or subscription + resource group + workspace name.
     # Unset: the local target only, and azureml is never imported.

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import weakref
 from collections.abc import AsyncIterator
 
 from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from service.core.errors import InvalidRequest
+from service.core.errors import InvalidRequest, Overloaded
 from service.db.tables import Job
 from service.jobs import artifacts
 from service.jobs.schemas import LogChunk
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 FOLLOW_POLL_SECONDS = 0.5
 # Reconnect delay suggested to EventSource clients.
 RETRY_MS = 2000
+# Retry-After of a stream refused for the follower limits.
+RETRY_AFTER_SECONDS = 10
+# Routes take slots on worker threads; streams give them back on the event loop.
+_COUNT_LOCK = threading.Lock()
 STREAM_DOC = {
     "text/event-stream": {
         "schema": {"type": "string"},
@@ -51,12 +57,56 @@ def resume_offset(offset: int, last_event_id: str | None) -> int:
 
 
 def follow(runtime: Runtime, job_id: str, *, offset: int) -> EventSourceResponse:
-    """The streaming response for one job's log from byte `offset`."""
+    """The streaming response for one job's log from byte `offset`; 503 past the follower limits."""
+    slot = _take_slot(runtime, job_id)
+    stream = _counted(runtime, job_id, offset, slot)
+    # A stream cancelled before its first step never runs its `finally`: give the slot back anyway.
+    weakref.finalize(stream, slot.release)
     return EventSourceResponse(
-        _events(runtime, job_id, offset),
+        stream,
         ping=runtime.settings.log_follow_heartbeat_seconds,
         headers={"Cache-Control": "no-cache"},
     )
+
+
+class _Slot:
+    """One stream's place in the follower counts; released once."""
+
+    def __init__(self, runtime: Runtime, job_id: str) -> None:
+        self._runtime, self._job_id, self._held = runtime, job_id, True
+
+    def release(self) -> None:
+        with _COUNT_LOCK:
+            if not self._held:
+                return
+            self._held = False
+            followers = self._runtime.log_followers
+            followers[self._job_id] -= 1
+            if not followers[self._job_id]:
+                del followers[self._job_id]
+
+
+def _take_slot(runtime: Runtime, job_id: str) -> _Slot:
+    # Each stream holds a connection (a file descriptor) and reads on a worker thread every half
+    # second: unbounded, a crowd of followers starves the database of descriptors and threads.
+    settings, followers = runtime.settings, runtime.log_followers
+    with _COUNT_LOCK:
+        if followers.get(job_id, 0) >= settings.max_log_followers_per_job:
+            raise Overloaded(f"{settings.max_log_followers_per_job} streams already follow job {job_id}'s log; "
+                             "retry later or read the log without follow", retry_after=RETRY_AFTER_SECONDS)
+        if sum(followers.values()) >= settings.max_log_followers:
+            raise Overloaded(f"{settings.max_log_followers} log streams are open, the most the server keeps; "
+                             "retry later or read the log without follow", retry_after=RETRY_AFTER_SECONDS)
+        followers[job_id] = followers.get(job_id, 0) + 1
+    return _Slot(runtime, job_id)
+
+
+async def _counted(runtime: Runtime, job_id: str, offset: int, slot: _Slot) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for event in _events(runtime, job_id, offset):
+            yield event
+    finally:
+        slot.release()
 
 
 async def _events(runtime: Runtime, job_id: str, offset: int) -> AsyncIterator[ServerSentEvent]:
