@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ from service.core.ids import new_id
 from service.core.rundir import RunDir
 from service.core.states import JobStatus
 
+log = logging.getLogger(__name__)
 LOCAL = "local"
 LOG_TAIL_LINES = 20
 
@@ -158,6 +160,9 @@ class LocalBackend:
             return RunUpdate(
                 run.run_id, "Running" if runner else "Starting", status, metrics, cursor, files, started_at=started
             )
+        if exit_info is None and runner is not None:
+            # The runner died (kill -9) and may have left its script running unsupervised.
+            _kill_leftovers(int(runner["pgid"]), rundir.root)
         outcome = _outcome(run, rundir, exit_info)
         return RunUpdate(
             run.run_id,
@@ -225,8 +230,12 @@ def _outcome(run: RunRef, rundir: RunDir, exit_info: dict[str, Any] | None) -> _
     if exit_info is None:
         if run.cancel_requested:
             return _Outcome("Canceled", JobStatus.CANCELED, None, "canceled on request (process killed)", utcnow())
-        error = "the run's process ended without recording an exit code" + _tail(rundir)
+        error = ("the outcome is unknown: the run's supervising process ended without recording the script's "
+                 "exit code (killed, or no disk space); any process left in its group was killed") + _tail(rundir)
         return _Outcome("Failed", JobStatus.FAILED, None, error, utcnow())
+    if exit_info.get("exit_code") is None:
+        error = str(exit_info.get("error") or "the run recorded no exit code") + _tail(rundir)
+        return _Outcome("Failed", JobStatus.FAILED, None, error, _parse_time(exit_info.get("ended_at")) or utcnow())
     code = int(exit_info["exit_code"])
     ended = _parse_time(exit_info.get("ended_at")) or utcnow()
     if code == 0:
@@ -242,6 +251,24 @@ def _argv(arg: Arg) -> str:
             raise BackendError(f"dataset {arg.name} v{arg.version} has no local folder", transient=False)
         return arg.path
     return str(arg)
+
+
+def _kill_leftovers(pgid: int, root: Path) -> None:
+    """SIGKILL the processes of group `pgid` still working in `root` (a reused group id is left alone)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    target = str(root.resolve())
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid or os.readlink(entry / "cwd") != target:
+                continue
+            os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to inspect
+        log.warning("killed process %s left running by the dead runner of %s", entry.name, root.name)
 
 
 def _lock_held(state: Path) -> bool:

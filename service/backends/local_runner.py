@@ -27,6 +27,35 @@ def write_json(path: Path, data: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
+EXIT_RECORD_BYTES = 256
+
+
+def reserve(path: Path) -> None:
+    """Take the disk space of a small record now, while there is some."""
+    with open(path, "wb") as handle:
+        handle.write(b" " * EXIT_RECORD_BYTES)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_reserved(reserved: Path, path: Path, data: dict[str, object]) -> None:
+    """Write `data` into the space `reserve` took, then rename it to `path`: no new blocks needed."""
+    text = json.dumps(data).encode()
+    with open(reserved, "r+b") as handle:  # not "wb": truncating would give the blocks back
+        handle.write(text.ljust(EXIT_RECORD_BYTES))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(reserved, path)
+
+
+def record_exit(state_dir: Path, data: dict[str, object]) -> None:
+    """exit.json, into the reserved space if an ordinary write fails (a full disk)."""
+    try:
+        write_json(state_dir / "exit.json", data)
+    except OSError:
+        write_reserved(state_dir / "exit.reserved", state_dir / "exit.json", data)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runyard-local-runner")
     parser.add_argument("--state-dir", type=Path, required=True)
@@ -44,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     args.log.parent.mkdir(parents=True, exist_ok=True)
+    # The exit code must outlive a script that fills the disk: its record's space is taken first.
+    reserve(args.state_dir / "exit.reserved")
     with open(args.log, "ab") as log:
         child = subprocess.Popen(  # noqa: S603 - argv list, no shell
             command,
@@ -52,21 +83,32 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.STDOUT,
             preexec_fn=_default_signals,
         )
-        write_json(
-            args.state_dir / "runner.json",
-            {
-                "pid": os.getpid(),
-                "pgid": os.getpgid(0),
-                "child_pid": child.pid,
-                "started_at": datetime.now(UTC).isoformat(),
-            },
-        )
+        try:
+            write_json(
+                args.state_dir / "runner.json",
+                {
+                    "pid": os.getpid(),
+                    "pgid": os.getpgid(0),
+                    "child_pid": child.pid,
+                    "started_at": datetime.now(UTC).isoformat(),
+                },
+            )
+        except OSError as exc:
+            # Unrecorded, the script could not be found, cancelled or supervised: it must not run.
+            _stop(child)
+            record_exit(args.state_dir, {"exit_code": None, "ended_at": datetime.now(UTC).isoformat(),
+                                         "error": f"the runner could not record the run ({exc}); script stopped"})
+            return 4
         code = child.wait()
-    write_json(
-        args.state_dir / "exit.json",
-        {"exit_code": code, "ended_at": datetime.now(UTC).isoformat()},
-    )
+    record_exit(args.state_dir, {"exit_code": code, "ended_at": datetime.now(UTC).isoformat()})
     return 0
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """Kill the script and whatever it started in our process group (the runner ignores TERM)."""
+    os.killpg(os.getpgid(0), signal.SIGTERM)
+    child.kill()
+    child.wait()
 
 
 def _default_signals() -> None:
