@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= $(or $(RUNYARD_HOST),127.0.0.1)
 PORT ?= $(or $(RUNYARD_PORT),8000)
 
-.PHONY: install serve test lint typecheck unit bench clean
+.PHONY: install serve test lint imports typecheck unit bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,13 @@ serve: install  ## install, migrate and start the service (local target, offline
 lint: install
 	$(BIN)/ruff check .
 
+imports: install  ## the layering contracts in pyproject.toml ([tool.importlinter])
+	$(BIN)/lint-imports
+
 typecheck: install
 	$(BIN)/mypy service trainer
 
-test: install lint typecheck  ## install and run every test
+test: install lint imports typecheck  ## install and run every test
 	$(BIN)/pytest
 
 bench: install

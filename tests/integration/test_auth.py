@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from service.api.auth import ApiKeys, digest
 from service.app import create_app
 from service.core.settings import Settings
-from tests.conftest import script_job
+from tests.support.jobs import script_job
 
 KEY = "k-3f9a1c-secret"
 

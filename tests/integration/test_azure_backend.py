@@ -26,8 +26,8 @@ from service.backends.azureml import AzureMLBackend
 from service.backends.base import Backend
 from service.backends.local import LocalBackend
 from service.core.settings import REPO_ROOT, Settings
-from tests.conftest import script_job, tutorial_job, wait_for
 from tests.fakes.azureml import WORKSPACE_SETTINGS, FakeAzure, RunScript, service_error
+from tests.support.jobs import script_job, tutorial_job, wait_for
 
 MNIST_URI = "https://azureopendatastorage.blob.core.windows.net/mnist/"
 MODEL = "outputs/sklearn_mnist_model.pkl"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import script_job, wait_for
 from tests.integration.sweep_support import scorer_sweep
+from tests.support.jobs import script_job, wait_for
 
 
 def _cursor(values: list[Any]) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import script_job, tutorial_job, wait_for
+from tests.support.jobs import script_job, tutorial_job, wait_for
 
 
 def assert_problem(response: Any, status: int, fragment: str = "") -> dict[str, Any]:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.client.protocol import SseEvent, SseParser
 from service.core.settings import Settings
-from tests.conftest import script_job, tutorial_job, wait_for
+from tests.support.jobs import script_job, tutorial_job, wait_for
 
 FOLLOW_TIMEOUT = 120.0
 

@@ -20,7 +20,7 @@ from service.core.metrics import Metrics
 from service.core.settings import Settings
 from service.db.engine import Database
 from service.jobs.metrics import JobsByStatus
-from tests.conftest import script_job, wait_for
+from tests.support.jobs import script_job, wait_for
 
 
 def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -14,7 +14,7 @@ from sqlalchemy import event
 
 from service.app import create_app
 from service.core.settings import Settings
-from tests.conftest import script_job
+from tests.support.jobs import script_job
 
 
 @pytest.fixture

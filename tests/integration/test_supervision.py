@@ -18,7 +18,7 @@ from service.backends.local import LocalBackend
 from service.core.errors import BackendError
 from service.core.settings import Settings
 from service.core.states import JobStatus
-from tests.conftest import script_job, wait_for
+from tests.support.jobs import script_job, wait_for
 
 
 def serve(settings: Settings, backend: Backend) -> TestClient:

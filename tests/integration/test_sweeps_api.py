@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from service.core.events import Event
 from service.db.tables import Sweep
-from tests.conftest import wait_for
 from tests.integration.sweep_support import scorer_sweep, wait_for_sweep
+from tests.support.jobs import wait_for
 
 QUICK = ["--steps", 2, "--step-seconds", 0.01]
 

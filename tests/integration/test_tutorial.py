@@ -7,7 +7,7 @@ import io
 import joblib
 from fastapi.testclient import TestClient
 
-from tests.conftest import tutorial_job, wait_for
+from tests.support.jobs import tutorial_job, wait_for
 
 
 def test_tutorial_job_trains_logs_and_registers(client: TestClient) -> None:

@@ -1,0 +1,153 @@
+"""Model registration (reserve, call the backend outside any transaction, record) and the sweeper's tick."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from service.core.errors import BackendError
+from service.core.states import JobStatus, SweepStatus
+from service.db.tables import ModelVersion, Sweep
+from service.jobs.dispatcher import Dispatcher
+from service.jobs.poller import Poller
+from service.models import service as registry
+from service.models.schemas import ModelRegister
+from service.runtime import Runtime
+from service.sweeps import service as sweeps
+from service.sweeps.schemas import SweepCreate
+from service.sweeps.sweeper import Sweeper
+from tests.support.backend import TARGET, FakeBackend
+from tests.support.core import core_runtime, job, queue_job
+
+MODEL = ModelRegister(model_name="digits", model_path="outputs/model.pkl")
+
+
+@pytest.fixture
+def core(tmp_path: Path) -> tuple[Runtime, FakeBackend]:
+    return core_runtime(tmp_path)
+
+
+def completed_job(runtime: Runtime, backend: FakeBackend) -> str:
+    job_id = queue_job(runtime)
+    backend.script(job_id, JobStatus.COMPLETED)
+    asyncio.run(Dispatcher(runtime).tick())
+    asyncio.run(Poller(runtime).tick())
+    assert job(runtime, job_id).status is JobStatus.COMPLETED
+    return job_id
+
+
+def versions(runtime: Runtime) -> list[tuple[int, bool, str | None]]:
+    with runtime.db.session() as session:
+        rows = session.exec(select(ModelVersion).order_by(ModelVersion.version)).all()
+    return [(m.version, m.pending, m.sha256) for m in rows]
+
+
+def test_registration_records_the_backends_digest_and_numbers_versions(core: tuple[Runtime, FakeBackend]) -> None:
+    runtime, backend = core
+    job_id = completed_job(runtime, backend)
+    first = registry.register_model(runtime, job_id=job_id, spec=MODEL)  # FakeBackend asserts: no write tx open
+    second = registry.register_model(runtime, job_id=job_id, spec=MODEL)
+    assert (first.version, second.version) == (1, 2)
+    assert first.location == "fake://digits/1"
+    assert versions(runtime) == [(1, False, "0" * 64), (2, False, "0" * 64)]
+
+
+def test_a_version_the_backends_registry_assigned_is_the_one_recorded(core: tuple[Runtime, FakeBackend]) -> None:
+    runtime, backend = core
+    backend.registry_version = 7
+    model = registry.register_model(runtime, job_id=completed_job(runtime, backend), spec=MODEL)
+    assert model.version == 7
+    with runtime.db.session() as session:
+        assert registry.get_version(session, name="digits", version="latest").version == 7
+
+
+def test_a_refused_registration_gives_its_version_back(core: tuple[Runtime, FakeBackend]) -> None:
+    runtime, backend = core
+    job_id = completed_job(runtime, backend)
+    backend.fail("register_model", transient=False)
+    with pytest.raises(BackendError):
+        registry.register_model(runtime, job_id=job_id, spec=MODEL)
+    assert versions(runtime) == []
+    assert registry.register_model(runtime, job_id=job_id, spec=MODEL).version == 1
+
+
+def test_a_reserved_version_is_not_listed_and_not_taken_twice(core: tuple[Runtime, FakeBackend]) -> None:
+    runtime, backend = core
+    job_id = completed_job(runtime, backend)
+    with runtime.uow() as tx:  # another process reserved version 1 and is still talking to its backend
+        tx.session.add(ModelVersion(name="digits", version=1, model_path="outputs/model.pkl", location="",
+                                    pending=True))
+    with runtime.db.session() as session:
+        assert registry.list_models(session, limit=10, cursor=None)[0] == []
+    assert registry.register_model(runtime, job_id=job_id, spec=MODEL).version == 2
+
+
+def test_concurrent_registrations_get_distinct_versions_without_a_lock(core: tuple[Runtime, FakeBackend]) -> None:
+    runtime, backend = core
+    job_id = completed_job(runtime, backend)
+    both_inside = threading.Barrier(2, timeout=10)
+    real = backend.register_model
+
+    def slow_register(*args: Any, **kwargs: Any) -> Any:
+        both_inside.wait()  # both reserved before either records: neither waits on the other
+        return real(*args, **kwargs)
+
+    backend.register_model = slow_register  # type: ignore[method-assign]
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        registry.register_model(runtime, job_id=job_id, spec=MODEL).version)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert sorted(results) == [1, 2]
+
+
+def test_a_registration_a_crash_left_reserved_is_finished_once(core: tuple[Runtime, FakeBackend]) -> None:
+    runtime, backend = core
+    job_id = completed_job(runtime, backend)
+    tagged = MODEL.model_copy(update={"tags": {"sweep_id": "s1"}})
+    with runtime.uow() as tx:
+        tx.session.add(ModelVersion(name="digits", version=1, job_id=job_id, model_path="outputs/model.pkl",
+                                    location="", tags={"sweep_id": "s1"}, pending=True))
+    model = registry.register_model(runtime, job_id=job_id, spec=tagged, once_per="sweep_id")
+    again = registry.register_model(runtime, job_id=job_id, spec=tagged, once_per="sweep_id")
+    assert (model.version, again.version) == (1, 1)
+    assert versions(runtime) == [(1, False, "0" * 64)]
+    assert backend.calls["register_model"] == 1
+
+
+def test_sweeper_fills_slots_ends_the_sweep_and_registers_the_best_child(core: tuple[Runtime, FakeBackend]) -> None:
+    runtime, backend = core
+    spec = SweepCreate.model_validate({
+        "job": {"experiment": "sweeps", "source": "testscripts", "script": "scorer.py", "compute_target": TARGET,
+                "environment": "tutorial-env"},
+        "search_space": {"--quality": {"type": "choice", "values": [0.1, 0.2]}},
+        "sampling": "grid", "primary_metric": "score", "goal": "maximize", "max_concurrent_runs": 2,
+        "register_best": {"model_name": "scorer", "model_path": "outputs/model.pkl"},
+    })
+    with runtime.uow() as tx:
+        sweep_id = sweeps.create_sweep(tx, spec=spec, idempotency_key=None, settings=runtime.settings,
+                                       backends=runtime.backends).sweep.id
+    sweeper = Sweeper(runtime)
+    asyncio.run(sweeper.tick())  # the second child fills the free slot
+    with runtime.db.session() as session:
+        children = sweeps.children_of(session, sweep_id=sweep_id)
+    assert [c.sweep_index for c in children] == [0, 1]
+    for child, score in zip(children, (0.1, 0.2), strict=True):
+        backend.script(child.id, JobStatus.COMPLETED)
+        backend.log(child.id, score=score)
+    asyncio.run(Dispatcher(runtime).tick())
+    asyncio.run(Poller(runtime).tick())
+    asyncio.run(sweeper.tick())  # registers outside the transaction (FakeBackend asserts), then ends
+    with runtime.db.session() as session:
+        sweep = session.get(Sweep, sweep_id)
+    assert sweep is not None
+    assert (sweep.status, sweep.best_job_id, sweep.best_metric) == (SweepStatus.COMPLETED, children[1].id, 0.2)
+    assert (sweep.model_name, sweep.model_version) == ("scorer", 1)
+    assert backend.calls["register_model"] == 1
