@@ -11,6 +11,11 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.core.settings import Settings
 
+# Helpers live in tests/support; re-exported here only for tests written before the move.
+from tests.support.jobs import TERMINAL, script_job, tutorial_job, wait_for
+
+__all__ = ["TERMINAL", "client", "script_job", "settings", "tutorial_job", "wait_for"]
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:

@@ -35,6 +35,6 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 # No write-session dependency on purpose: a dependency's session closes only after the response,
-# holding SQLite's write lock meanwhile. Routes that write open `runtime.db.write_session()` inline.
+# holding SQLite's write lock meanwhile. Routes that write open `runtime.uow()` inline.
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=2048, description="next_cursor of the previous page")]

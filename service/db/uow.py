@@ -25,6 +25,14 @@ class UnitOfWork:
         """Run `fn` once the transaction has committed; never if it rolls back."""
         self._after.append(fn)
 
+    def start_over(self) -> None:
+        """Roll back what this unit did so far, and forget what it queued for after the commit.
+
+        For a use case that lost a race (a unique constraint) and reads the winner instead.
+        """
+        self.session.rollback()
+        self._after.clear()
+
     def publish(self, event: Event, subject: str | None = None) -> None:
         """Tell the event's subscribers, after the commit."""
         self.after_commit(partial(self.events.publish, event, subject))

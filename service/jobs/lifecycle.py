@@ -1,6 +1,6 @@
 """The one gate for a job's status: every change is checked, stamped and explained here.
 
-`grep -rn '\\.status =' service` finds only this module and service/sweeps/lifecycle.py. Callers
+Only this module and service/sweeps/lifecycle.py assign a status (a grep for `.status =` shows it). Callers
 decide *what* happens (dispatcher, poller, supervision, use cases); this module decides whether it
 may, and which timestamps and reasons go with it. The caller's unit of work commits.
 """

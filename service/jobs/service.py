@@ -99,7 +99,7 @@ def submit_job(
         session.flush()
     except IntegrityError:
         # The transaction is spoilt (PostgreSQL refuses further statements): start over, as a replay.
-        session.rollback()
+        tx.start_over()
         if idempotency_key is None:
             raise
         # A concurrent request with the same key won the race.

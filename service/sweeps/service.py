@@ -79,7 +79,7 @@ def create_sweep(
     try:
         launch_child(tx, sweep=sweep, index=0, settings=settings, backends=backends)
     except IntegrityError:
-        session.rollback()
+        tx.start_over()
         existing = _by_key(session, idempotency_key, digest) if idempotency_key is not None else None
         if existing is None:
             raise

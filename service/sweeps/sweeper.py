@@ -110,7 +110,7 @@ def launch_next(tx: UnitOfWork, *, sweep_id: str, runtime: Runtime) -> Job | Non
                                    backends=runtime.backends)
     except RunyardError as exc:
         # Definitive (a dataset or environment gone since): stop launching; the sweep ends failed.
-        session.rollback()
+        tx.start_over()
         sweep = sweeps.get_sweep(session, sweep_id=sweep_id)
         sweep.error, sweep.updated_at = f"child {len(children)} could not be submitted: {exc.detail}", utcnow()
         session.add(sweep)

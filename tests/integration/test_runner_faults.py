@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from service.core.settings import Settings
-from tests.conftest import script_job, wait_for
+from tests.support.jobs import script_job, wait_for
 
 SLEEPER = Path(__file__).resolve().parents[1] / "scripts" / "sleeper.py"
 REPO_ROOT = Path(__file__).resolve().parents[2]
