@@ -11,9 +11,11 @@ from sqlmodel import Session, col, select
 
 from service.catalog import offline_data
 from service.catalog.schemas import DatasetCreate, EnvironmentCreate
+from service.core.clock import utcnow
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.core.settings import Settings
 from service.db.pagination import keyset_page
+from service.db.repository import add_numbered, insert_if_absent
 from service.db.tables import Dataset, Environment, Experiment
 
 log = logging.getLogger(__name__)
@@ -30,9 +32,10 @@ def ensure_experiment(session: Session, *, name: str) -> Experiment:
     """The experiment called `name`, created on first use as Azure ML does."""
     found = session.get(Experiment, name)
     if found is None:
-        found = Experiment(name=name)
-        session.add(found)
-        session.flush()
+        insert_if_absent(session, Experiment, name=name, created_at=utcnow())
+        found = session.get(Experiment, name)
+    if found is None:  # pragma: no cover - the insert above or a concurrent one made it
+        raise RuntimeError(f"experiment {name!r} vanished while being created")
     return found
 
 
@@ -42,7 +45,10 @@ def create_experiment(session: Session, *, name: str) -> Experiment:
         raise Conflict(f"experiment {name!r} already exists")
     experiment = Experiment(name=name)
     session.add(experiment)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # created meanwhile by a concurrent request (PostgreSQL)
+        raise Conflict(f"experiment {name!r} already exists") from exc
     return experiment
 
 
@@ -54,16 +60,17 @@ def list_experiments(session: Session, *, limit: int, cursor: str | None) -> tup
 
 def create_environment(session: Session, *, spec: EnvironmentCreate) -> Environment:
     """Register `spec` as the next version of its environment."""
-    latest = session.exec(select(func.max(Environment.version)).where(Environment.name == spec.name)).one()
-    env = Environment(
-        name=spec.name,
-        version=(latest or 0) + 1,
-        python_version=spec.python_version,
-        pip_packages=list(spec.pip_packages),
-        conda_packages=list(spec.conda_packages),
+    env = add_numbered(
+        session,
+        latest=lambda: session.exec(select(func.max(Environment.version)).where(Environment.name == spec.name)).one(),
+        make=lambda version: Environment(
+            name=spec.name,
+            version=version,
+            python_version=spec.python_version,
+            pip_packages=list(spec.pip_packages),
+            conda_packages=list(spec.conda_packages),
+        ),
     )
-    session.add(env)
-    session.flush()
     return env
 
 
@@ -114,10 +121,11 @@ def create_dataset(session: Session, *, spec: DatasetCreate, settings: Settings)
 def _add_dataset_version(
     session: Session, *, name: str, path: str | None, uri: str | None, description: str
 ) -> Dataset:
-    latest = session.exec(select(func.max(Dataset.version)).where(Dataset.name == name)).one()
-    dataset = Dataset(name=name, version=(latest or 0) + 1, path=path, uri=uri, description=description)
-    session.add(dataset)
-    session.flush()
+    dataset = add_numbered(
+        session,
+        latest=lambda: session.exec(select(func.max(Dataset.version)).where(Dataset.name == name)).one(),
+        make=lambda version: Dataset(name=name, version=version, path=path, uri=uri, description=description),
+    )
     return dataset
 
 

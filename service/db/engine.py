@@ -1,4 +1,4 @@
-"""The SQL engine: SQLite in WAL mode with a busy timeout, and session factories."""
+"""The SQL engine (SQLite in WAL mode with a busy timeout, or PostgreSQL, pooled) and session factories."""
 
 from __future__ import annotations
 
@@ -78,6 +78,10 @@ class Database:
         # waiter blocks a worker thread that the holders need to finish, so a bounded pool stalls
         # ~40 concurrent requests for the whole pool timeout. Ten are kept open between bursts.
         pool: dict[str, Any] = {"pool_size": 10, "max_overflow": -1} if self.is_sqlite and ":memory:" not in url else {}
+        if url.startswith("postgresql"):
+            # A server connection costs the server a process: keep a bounded pool per replica,
+            # large enough for the loops plus a burst of requests.
+            pool = {"pool_size": 10, "max_overflow": 20, "pool_timeout": 10}
         self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite, **pool)
         self.writes = WriteHealth()
         _track_writes(self.engine, self.writes)

@@ -380,23 +380,13 @@ def test_load_mnist_rejects_mismatched_image_sizes(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")
-def test_fashion_mnist_loads_fast() -> None:
+def test_fashion_mnist_loads() -> None:
+    # Its load time is a speed claim, measured by bench/trainer.py, not asserted here.
     data = load_mnist(FASHION_MNIST_DIR)
     assert data["train_images"].shape == (60000, 784)
     assert data["test_images"].shape == (10000, 784)
     assert sorted(np.unique(data["train_labels"]).tolist()) == list(range(10))
 
-    # The target is < 0.3 s (about 0.25-0.3 s on a 2-core VM, nearly all of it
-    # zlib inflating the 47 MB training images). The bound here is looser so a
-    # noisy CI neighbour cannot fail it, yet still catches a per-byte parser.
-    best = min(_timed(lambda: load_mnist(FASHION_MNIST_DIR)) for _ in range(3))
-    assert best < 1.0
-
-
-def _timed(fn: Any) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 # -------------------------------------------------------------------- metrics

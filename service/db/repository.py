@@ -1,0 +1,45 @@
+"""Small repository helpers that let the database, not the process, decide under concurrency.
+
+On SQLite every writer holds the write lock, so these never retry there; on PostgreSQL two
+replicas (or two requests) can race for the same name or number, and the unique constraints
+settle it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel
+
+T = TypeVar("T", bound=SQLModel)
+NUMBERING_ATTEMPTS = 8
+
+
+def insert_if_absent(session: Session, table: type[SQLModel], **values: Any) -> None:
+    """`INSERT ... ON CONFLICT DO NOTHING`: create a row unless one with its key exists."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(table).values(**values).on_conflict_do_nothing())
+
+
+def add_numbered(session: Session, *, latest: Callable[[], int | None], make: Callable[[int], T]) -> T:
+    """Add `make(n)` with n one past `latest()`, retrying when a concurrent writer took n first."""
+    if session.get_bind().dialect.name == "sqlite":
+        # The writer holds the database's only write lock: nobody can take the number meanwhile
+        # (and a savepoint would hide a full disk's error behind "no such savepoint").
+        row = make((latest() or 0) + 1)
+        session.add(row)
+        session.flush()
+        return row
+    for _ in range(NUMBERING_ATTEMPTS):
+        row = make((latest() or 0) + 1)
+        try:
+            with session.begin_nested():  # a savepoint: a lost race undoes only this insert
+                session.add(row)
+        except IntegrityError:
+            continue
+        return row
+    raise RuntimeError(f"could not number a new {type(row).__name__} in {NUMBERING_ATTEMPTS} attempts")
