@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
-import service.db.tables  # noqa: F401 - registers the tables on SQLModel.metadata
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
+import service.db.tables  # noqa: F401 - registers the tables on SQLModel.metadata
 from service.core.settings import Settings
 
 config = context.config

@@ -7,10 +7,11 @@ Create Date: 2026-11-27 06:02:58.085567
 
 from collections.abc import Sequence
 
-import service.db.tables
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
+
+import service.db.tables
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -7,10 +7,11 @@ Create Date: 2026-11-27 06:09:52.019398
 
 from collections.abc import Sequence
 
-import service.db.tables
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
+
+import service.db.tables
 
 revision: str = "0002"
 down_revision: str | None = "0001"
