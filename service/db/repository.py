@@ -14,8 +14,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
+from service.core.errors import Conflict
+
 T = TypeVar("T", bound=SQLModel)
-NUMBERING_ATTEMPTS = 8
+# Each lost race means another writer committed its number, so this bounds contention, not luck.
+NUMBERING_ATTEMPTS = 100
 
 
 def insert_if_absent(session: Session, table: type[SQLModel], **values: Any) -> None:
@@ -42,4 +45,4 @@ def add_numbered(session: Session, *, latest: Callable[[], int | None], make: Ca
         except IntegrityError:
             continue
         return row
-    raise RuntimeError(f"could not number a new {type(row).__name__} in {NUMBERING_ATTEMPTS} attempts")
+    raise Conflict(f"could not number a new {type(row).__name__}: {NUMBERING_ATTEMPTS} concurrent writers won; retry")
