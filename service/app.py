@@ -12,6 +12,7 @@ from service.api import docs_assets, health, problems, telemetry
 from service.api.auth import ApiKeys, is_loopback, require_api_key
 from service.api.docs import ERRORS
 from service.api.middleware import BodySizeLimit, RequestObservability
+from service.api.ui import routes as dashboard
 from service.backends.base import Backend, BackgroundWork, ReportsExits
 from service.backends.local import LocalBackend
 from service.backends.targets import Backends
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
     for router in (health.router, telemetry.router):
         app.include_router(router)
     docs_assets.install(app)
+    dashboard.install(app)  # /ui: pages for people; the key (if any) is asked once, then a session cookie
     app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_body_bytes)
     app.add_middleware(RequestObservability, metrics=metrics)  # outermost: even a 413 gets a request id
     return app

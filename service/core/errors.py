@@ -45,6 +45,11 @@ class Unauthorized(RunyardError):
     title = "Unauthorized"
 
 
+class Forbidden(RunyardError):
+    status_code = 403
+    title = "Forbidden"
+
+
 class PayloadTooLarge(RunyardError):
     status_code = 413
     title = "Payload too large"

@@ -27,6 +27,22 @@ def latest_metrics(session: Session, *, job_id: str) -> dict[str, float]:
     return {str(name): float(value) for name, value in rows}
 
 
+def last_logged(session: Session, *, job_ids: list[str]) -> dict[str, tuple[str, float]]:
+    """Each job's most recently logged metric as (name, value), for a page of jobs in one query."""
+    if not job_ids:
+        return {}
+    last = (
+        select(func.max(MetricPoint.id))
+        .where(col(MetricPoint.job_id).in_(job_ids))
+        .group_by(col(MetricPoint.job_id))
+        .scalar_subquery()
+    )
+    rows = session.exec(
+        select(MetricPoint.job_id, MetricPoint.name, MetricPoint.value).where(col(MetricPoint.id).in_(last))
+    )
+    return {str(job_id): (str(name), float(value)) for job_id, name, value in rows}
+
+
 def metric_history(
     session: Session, *, job_id: str, name: str, limit: int, cursor: str | None
 ) -> tuple[list[MetricPoint], str | None]:

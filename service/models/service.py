@@ -147,6 +147,12 @@ def list_versions(
     return versions, next_cursor
 
 
+def versions_of_job(session: Session, *, job_id: str) -> list[ModelVersion]:
+    """The model versions registered from one job, oldest first."""
+    stmt = select(ModelVersion).where(ModelVersion.job_id == job_id).order_by(col(ModelVersion.id))
+    return list(session.exec(stmt).all())
+
+
 def get_version(session: Session, *, name: str, version: str) -> ModelVersion:
     """A version by number, or `latest`."""
     stmt = select(ModelVersion).where(ModelVersion.name == name, col(ModelVersion.pending).is_(False))
