@@ -148,8 +148,9 @@ def list_versions(
 
 
 def versions_of_job(session: Session, *, job_id: str) -> list[ModelVersion]:
-    """The model versions registered from one job, oldest first."""
-    stmt = select(ModelVersion).where(ModelVersion.job_id == job_id).order_by(col(ModelVersion.id))
+    """The model versions registered from one job, oldest first (not those still being stored)."""
+    stmt = (select(ModelVersion).where(ModelVersion.job_id == job_id, col(ModelVersion.pending).is_(False))
+            .order_by(col(ModelVersion.id)))
     return list(session.exec(stmt).all())
 
 
