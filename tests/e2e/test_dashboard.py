@@ -142,7 +142,7 @@ def test_a_six_child_sweep_marks_its_best_child_and_draws_its_charts(live_server
         page.wait_for_url("**sort=index**")
         indexes = page.locator("table.children tbody tr [data-label='#']").all_inner_texts()
         assert [int(i.split()[0]) for i in indexes] == sorted(int(i.split()[0]) for i in indexes)
-        page.get_by_role("link", name="Sweeps").click()
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Sweeps").click()
         page.locator(f"a[href='/ui/sweeps/{sweep['id']}']").wait_for()
     assert problems.found == []
 
