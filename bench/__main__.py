@@ -1,8 +1,8 @@
-"""`python -m bench [--quick] [--only NAME ...]` (`make bench`): the four benchmarks, one after another.
+"""`python -m bench [--quick] [--only NAME ...]` (`make bench`): the five benchmarks, one after another.
 
 Each is also runnable alone: `python -m bench.http_api`, `bench.poller`, `bench.trainer`,
-`bench.local_throughput`. Results go to bench/results/<name>.json; a full run takes ~25 minutes
-on 2 cores, `--quick` about 12 (quick figures are for checking the harness, not for quoting).
+`bench.local_throughput`, `bench.dashboard`. Results go to bench/results/<name>.json; a full run
+takes ~25 minutes on 2 cores, `--quick` about 12 (quick figures are for checking the harness, not for quoting).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import http_api, local_throughput, poller, trainer
+from bench import dashboard, http_api, local_throughput, poller, trainer
 from bench.common import RESULTS_DIR, print_table, say
 
 BENCHMARKS: dict[str, Callable[[list[str]], None]] = {
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, Callable[[list[str]], None]] = {
     "poller": poller.main,
     "trainer": trainer.main,
     "local_throughput": local_throughput.main,
+    "dashboard": dashboard.main,
 }
 
 

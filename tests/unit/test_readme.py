@@ -31,6 +31,9 @@ def test_every_setting_has_a_row_in_the_configuration_table() -> None:
     assert not missing, f"add these to the README's configuration table: {missing}"
 
 
-def test_the_docs_screenshot_is_in_the_repo() -> None:
-    (path,) = re.findall(r"!\[[^]]*\]\(([^)]+)\)", README)
-    assert (Path(__file__).resolve().parents[2] / path).is_file()
+def test_the_screenshots_are_in_the_repo() -> None:
+    paths = re.findall(r"!\[[^]]*\]\(([^)]+)\)", README)
+    assert "docs/img/docs-page.png" in paths
+    assert {"docs/img/ui-jobs.png", "docs/img/ui-job.png", "docs/img/ui-sweep.png"} <= set(paths)
+    for path in paths:
+        assert (Path(__file__).resolve().parents[2] / path).is_file(), path
