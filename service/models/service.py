@@ -62,12 +62,9 @@ def _reserve(
                 earlier = _earlier(tx.session, job, spec, once_per)
                 if earlier is not None:
                     return earlier, ref, backend
-                latest = tx.session.exec(
-                    select(func.max(ModelVersion.version)).where(ModelVersion.name == spec.model_name)
-                ).one()
                 model = ModelVersion(
-                    name=spec.model_name, version=(latest or 0) + 1, job_id=job.id, run_id=job.run_id,
-                    experiment=job.experiment, model_path=path, location="", tags=dict(spec.tags),
+                    name=spec.model_name, version=next_version(tx.session, spec.model_name), job_id=job.id,
+                    run_id=job.run_id, experiment=job.experiment, model_path=path, location="", tags=dict(spec.tags),
                     metrics=artifacts.latest_metrics(tx.session, job_id=job.id), pending=True,
                 )
                 tx.session.add(model)
@@ -75,6 +72,12 @@ def _reserve(
         except IntegrityError:
             log.info("model %s: version taken by a concurrent registration; taking the next", spec.model_name)
     raise Conflict(f"could not reserve a version of model {spec.model_name!r}: too many concurrent registrations")
+
+
+def next_version(session: Session, name: str) -> int:
+    """One past the highest version of `name`, reserved ones included."""
+    latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)).one()
+    return (latest or 0) + 1
 
 
 def _check_registrable(job: Job, path: str) -> None:

@@ -108,6 +108,21 @@ def test_concurrent_registrations_get_distinct_versions_without_a_lock(core: tup
     assert sorted(results) == [1, 2]
 
 
+def test_a_version_another_process_took_meanwhile_is_retried_with_the_next(
+    core: tuple[Runtime, FakeBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, backend = core
+    job_id = completed_job(runtime, backend)
+    with runtime.uow() as tx:  # committed by another process after our read of max(version) (PostgreSQL allows it)
+        tx.session.add(ModelVersion(name="digits", version=1, model_path="x", location="elsewhere"))
+    stale = [1]
+    real = registry.next_version
+    monkeypatch.setattr(registry, "next_version", lambda session, name: stale.pop() if stale else real(session, name))
+    model = registry.register_model(runtime, job_id=job_id, spec=MODEL)
+    assert model.version == 2
+    assert versions(runtime) == [(1, False, None), (2, False, "0" * 64)]
+
+
 def test_a_registration_a_crash_left_reserved_is_finished_once(core: tuple[Runtime, FakeBackend]) -> None:
     runtime, backend = core
     job_id = completed_job(runtime, backend)
