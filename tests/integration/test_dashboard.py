@@ -14,6 +14,7 @@ from service.api.session import COOKIE, Sessions
 from service.app import create_app
 from service.core.settings import Settings
 from tests.conftest import script_job, wait_for
+from tests.integration.sweep_support import scorer_sweep, wait_for_sweep
 
 KEY = "dash-9c1e-secret"
 PAGES = ("/ui", "/ui/jobs", "/ui/sweeps", "/ui/models", "/ui/compute")
@@ -163,3 +164,27 @@ def test_removing_a_key_ends_the_sessions_it_opened(settings: Settings) -> None:
         app.state.api_keys = type(app.state.api_keys).from_settings(
             settings.model_copy(update={"api_keys": SecretStr("other-key")}))
         assert client.get("/v1/jobs").status_code == 401
+
+
+def test_a_sweep_page_shows_children_stopped_early_and_marks_the_best(client: TestClient) -> None:
+    args = ["--steps", 8, "--step-seconds", 0.2, "--slow-below", 0.5, "--slow-step-seconds", 2]
+    policy = {"policy": "median", "evaluation_interval": 1, "delay_evaluation": 2}
+    body = scorer_sweep([0.2, 0.7, 0.8, 0.9], extra_args=args, early_termination=policy)
+    sweep = wait_for_sweep(client, client.post("/v1/sweeps", json=body).json()["id"], timeout=90)
+    assert sweep["progress"]["early_terminated"] == 1
+
+    page = client.get(f"/ui/sweeps/{sweep['id']}").text
+    rows = {m.group(1): m.group(0) for m in re.finditer(r'<tr id="child-(\d)"[\s\S]*?</tr>', page)}
+    assert "stopped early" in rows["0"]
+    assert 'class=" stopped"' in rows["0"]
+    assert "★ best" in rows["3"]
+    assert sum("★ best" in row for row in rows.values()) == 1
+    assert "1 stopped early" in page
+    assert page.count('<circle class="stopped"') == 1
+    assert page.count('<circle class="best"') == 1
+    # Sorted by score, best first; ascending on request; by index as asked.
+    assert list(rows) == ["3", "2", "1", "0"]
+    ascending = client.get(f"/ui/sweeps/{sweep['id']}?sort=metric&order=asc").text
+    assert re.findall(r'<tr id="child-(\d)"', ascending) == ["0", "1", "2", "3"]
+    assert 'aria-sort="ascending"' in ascending
+    assert sweep["id"] in client.get("/ui/sweeps").text
