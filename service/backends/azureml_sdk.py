@@ -64,6 +64,8 @@ class AzureSdk:
     ServicePrincipalAuthentication: Any
     MsiAuthentication: Any
     Model: Any = None
+    # name -> a function returning that Azure Open Dataset's FileDataset (lazy, no download)
+    open_file_dataset: Callable[[str], Any] | None = None
 
 
 def load_sdk() -> AzureSdk:
@@ -77,8 +79,23 @@ def load_sdk() -> AzureSdk:
         Workspace=Workspace, Experiment=Experiment, Run=Run, ComputeTarget=ComputeTarget, AmlCompute=AmlCompute,
         Environment=Environment, CondaDependencies=CondaDependencies, Dataset=Dataset,
         ScriptRunConfig=ScriptRunConfig, ServicePrincipalAuthentication=ServicePrincipalAuthentication,
-        MsiAuthentication=caching_msi_authentication(), Model=Model,
+        MsiAuthentication=caching_msi_authentication(), Model=Model, open_file_dataset=open_file_dataset,
     )
+
+
+def open_file_dataset(name: str) -> Any:
+    """An Azure Open Dataset as the tutorial gets it: `MNIST.get_file_dataset()` (azureml-opendatasets).
+
+    Lazy: it only describes `wasbs://mnist@azureopendatastorage...` (azureml/opendatasets, checked offline).
+    """
+    if name != "mnist":
+        raise BackendError(f"unknown Azure Open Dataset {name!r}; known: mnist", transient=False)
+    try:
+        from azureml.opendatasets import MNIST
+    except ImportError as exc:
+        raise BackendError(f"the Azure Open Dataset {name!r} needs azureml-opendatasets: "
+                           "pip install 'runyard[azure]'", transient=False) from exc
+    return MNIST.get_file_dataset(enable_telemetry=False)
 
 
 def quiet_cancel() -> None:

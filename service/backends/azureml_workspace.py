@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 10.0
 REGISTERED_DATASET = re.compile(r"^azureml://datasets/(?P<name>[^/]+)(?:/versions/(?P<version>\d+))?/?$")
+OPEN_DATASET = re.compile(r"^azureml://opendatasets/(?P<name>[a-z0-9_-]+)/?$")
 # What provisioning_state says, in the words GET /v1/compute uses for `local`.
 COMPUTE_STATES = {"succeeded": "ready", "creating": "provisioning", "updating": "provisioning",
                   "failed": "failed", "canceled": "failed", "deleting": "deleting"}
@@ -156,13 +157,19 @@ class AzureWorkspace:
                 "azureml://datasets/NAME[/versions/N])", transient=False)
         sdk, ws = self.sdk, self.workspace()
         registered = REGISTERED_DATASET.match(arg.uri)
-        if registered:
+        opendataset = OPEN_DATASET.match(arg.uri)
+        if opendataset and sdk.open_file_dataset is not None:
+            # The tutorial: MNIST.get_file_dataset(), registered as `mnist_opendataset` (create_new_version).
+            files = self.call(f"define open dataset {opendataset['name']}", sdk.open_file_dataset,
+                              opendataset["name"])
+            found = self._register_dataset(files, arg)
+        elif registered:
             version = registered["version"] or "latest"
             found = self.call(f"get dataset {registered['name']}", sdk.Dataset.get_by_name, ws,
                               registered["name"], version=version)
         elif arg.uri.startswith("azureml://"):
-            raise BackendError(f"dataset {arg.name}: only azureml://datasets/NAME[/versions/N] uris are supported",
-                               transient=False)
+            raise BackendError(f"dataset {arg.name}: only azureml://datasets/NAME[/versions/N] and "
+                               "azureml://opendatasets/mnist uris are supported", transient=False)
         else:
             files = self.call(f"define dataset {arg.name}", sdk.Dataset.File.from_files, path=arg.uri)
             found = self._register_dataset(files, arg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from importlib import metadata
 from pathlib import Path
 
 from sqlalchemy import func
@@ -26,6 +27,13 @@ TUTORIAL_ENV = EnvironmentCreate(
     pip_packages=["azureml-dataset-runtime[pandas,fuse]", "azureml-defaults"],
     conda_packages=["scikit-learn==1.9.1"],
 )
+# The tutorial's data: MNIST from Azure Open Datasets, registered in the workspace on first use.
+OPEN_MNIST = DatasetCreate(
+    name="mnist_opendataset",
+    uri="azureml://opendatasets/mnist",
+    description="MNIST from Azure Open Datasets (azureml-opendatasets), for Azure ML targets",
+)
+_OPEN_DATASETS = "azureml://opendatasets/"
 
 
 def ensure_experiment(session: Session, *, name: str) -> Experiment:
@@ -140,6 +148,21 @@ def get_dataset(session: Session, *, name: str, version: int | None) -> Dataset:
     return dataset
 
 
+def require_usable(dataset: Dataset) -> None:
+    """An Azure Open Dataset needs azureml-opendatasets next to the service (checked without importing it)."""
+    if dataset.uri is not None and dataset.uri.startswith(_OPEN_DATASETS) and not opendatasets_installed():
+        raise InvalidRequest(f"dataset {dataset.name!r} comes from Azure Open Datasets, and azureml-opendatasets "
+                             "is not installed with this service: pip install 'runyard[azure]'")
+
+
+def opendatasets_installed() -> bool:
+    try:
+        metadata.version("azureml-opendatasets")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def list_datasets(session: Session, *, limit: int, cursor: str | None) -> tuple[list[Dataset], str | None]:
     return keyset_page(
         session,
@@ -166,6 +189,9 @@ def seed_defaults(session: Session, *, settings: Settings) -> None:
                 uri=None,
                 description="scikit-learn's handwritten digits as MNIST-style IDX files",
             )
+        if session.exec(select(Dataset).where(Dataset.name == OPEN_MNIST.name)).first() is None:
+            _add_dataset_version(session, name=OPEN_MNIST.name, path=None, uri=OPEN_MNIST.uri,
+                                 description=OPEN_MNIST.description)
         fashion = offline_data.FASHION_MNIST_DIR
         if offline_data.fashion_mnist_available(fashion) and (
             session.exec(select(Dataset).where(Dataset.name == "fashion-mnist")).first() is None

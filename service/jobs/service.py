@@ -124,6 +124,7 @@ def _pin(session: Session, arg: Any) -> Any:
     """Dataset arguments keep the version that was latest at submit time."""
     if isinstance(arg, DatasetArgument):
         dataset = catalog.get_dataset(session, name=arg.dataset, version=arg.version)
+        catalog.require_usable(dataset)
         return {"dataset": dataset.name, "version": dataset.version, "mode": arg.mode}
     return arg
 

@@ -273,8 +273,15 @@ class FakeAzure:
             AmlCompute=self.AmlCompute, Environment=self.Environment, CondaDependencies=CondaDependencies,
             Dataset=self.Dataset, ScriptRunConfig=ScriptRunConfig,
             ServicePrincipalAuthentication=ServicePrincipalAuthentication, MsiAuthentication=MsiAuthentication,
-            Model=self.Model,
+            Model=self.Model, open_file_dataset=self.open_file_dataset,
         )
+
+    def open_file_dataset(self, name: str) -> FileDataset:
+        """`MNIST.get_file_dataset()`: offline in azureml-opendatasets too, a lazy FileDataset of the blob."""
+        self.calls["opendatasets.MNIST.get_file_dataset"] += 1
+        if name != "mnist":
+            raise AssertionError(f"runyard asked for an open dataset it does not know: {name}")
+        return self.FileDataset("wasbs://mnist@azureopendatastorage.blob.core.windows.net/*.gz")
 
     # -- test controls -------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from service.app import create_app
 from service.backends.azureml import AzureMLBackend
 from service.backends.base import Backend
 from service.backends.local import LocalBackend
+from service.catalog import service as catalog
 from service.core.settings import REPO_ROOT, Settings
 from tests.fakes.azureml import WORKSPACE_SETTINGS, FakeAzure, RunScript, service_error
 from tests.support.jobs import script_job, tutorial_job, wait_for
@@ -318,3 +319,30 @@ def test_no_azureml_import_without_a_workspace(tmp_path: Path) -> None:
                             cwd=REPO_ROOT, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_the_tutorials_open_mnist_is_registered_in_the_workspace(
+    client: TestClient, fake: FakeAzure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog, "opendatasets_installed", lambda: True)
+    arguments = ["--data-folder", {"dataset": "mnist_opendataset", "mode": "mount"}, "--regularization", 0.5]
+    response = client.post("/v1/jobs", json=tutorial_job(compute_target="cpu-cluster", arguments=arguments))
+    assert response.status_code == 201, response.text
+    wait_until(client, response.json()["id"], lambda j: j["run_id"] is not None)
+    # As the tutorial: MNIST.get_file_dataset(), registered as mnist_opendataset, then mounted.
+    assert fake.calls["opendatasets.MNIST.get_file_dataset"] == 1
+    [registered] = fake.datasets["mnist_opendataset"]
+    assert registered.path == "wasbs://mnist@azureopendatastorage.blob.core.windows.net/*.gz"
+    bound = fake.submissions[0].config.arguments[1]
+    assert isinstance(bound, DatasetConsumptionConfig)
+    assert (bound.mode, bound.dataset.name) == ("mount", "mnist_opendataset")
+
+
+def test_open_mnist_without_azureml_opendatasets_is_a_clear_422(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog, "opendatasets_installed", lambda: False)
+    arguments = ["--data-folder", {"dataset": "mnist_opendataset"}]
+    response = client.post("/v1/jobs", json=tutorial_job(compute_target="cpu-cluster", arguments=arguments))
+    assert response.status_code == 422, response.text
+    assert "pip install 'runyard[azure]'" in response.json()["detail"]
