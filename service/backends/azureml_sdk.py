@@ -210,7 +210,8 @@ def translate(exc: BaseException, what: str) -> BackendError:
     if _is_network_error(exc):
         return BackendError(detail, transient=True)
     if isinstance(exc, ImportError):
-        return BackendError(f"{what}: a package the Azure ML SDK needs is missing: {exc}", transient=False)
+        return BackendError(f"{what}: a package the Azure ML SDK needs is missing ({_message(exc)}); "
+                            "install runyard with its Azure extra: pip install 'runyard[azure]'", transient=False)
     if isinstance(exc, TypeError | ValueError | KeyError | AttributeError):
         return BackendError(detail, transient=False)  # a bug or bad input, not the network
     # Anything else is no definitive answer from Azure: retrying is the safe side.

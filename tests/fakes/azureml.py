@@ -43,6 +43,7 @@ from azureml.core.compute.amlcompute import AmlComputeProvisioningConfiguration,
 from azureml.core.conda_dependencies import CondaDependencies
 from azureml.core.run import _RunBase  # where Run.__init__ sends its **kwargs
 from azureml.core.script_run_config import submit as real_script_run_submit
+from azureml.data._dataprep_helper import get_dataprep_missing_message
 from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
 from azureml.exceptions import (
     ComputeTargetException,
@@ -243,6 +244,9 @@ class FakeAzure:
         # Calls that fail on the service side but which the SDK swallows: `get_metrics` returns {}
         # when listing the metric names fails (_restclient/metrics_client.py get_metrics_for_run_v2).
         self.metric_listing_failures = 0
+        # Dataset.File.from_files needs azureml-dataset-runtime (the `azure` extra); False: the
+        # ImportError the SDK raises without it (azureml/data/_dataprep_helper.py dataprep()).
+        self.dataset_runtime_installed = True
         self.auths: list[Any] = []
         self.script_for: Callable[[ScriptRunConfig], RunScript] = default_script
         self.auth_error: BaseException | None = None
@@ -780,6 +784,8 @@ class FileDatasetFactory:
     @classmethod
     @sdk_call("Dataset.File.from_files")
     def from_files(cls, path, validate=True, partition_format=None, is_file=False):
+        if not cls._azure.dataset_runtime_installed:
+            raise ImportError(get_dataprep_missing_message())
         if not isinstance(path, str) or not _URL.match(path):
             raise UserErrorException(f"Invalid argument type for path: {path!r}")
         return cls._azure.FileDataset(path)

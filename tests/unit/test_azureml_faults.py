@@ -84,6 +84,21 @@ def ref_for(req: SubmitRequest, run_id: str, **changes: Any) -> RunRef:
                           compute_target=req.compute_target, run_dir=req.run_dir), **changes)
 
 
+# -- 1. without the azure extra, Dataset.File says so --------------------------------------
+
+
+def test_a_missing_dataset_runtime_fails_the_submit_with_the_install_command(
+    tmp_path: Path, fake: FakeAzure, backend: AzureMLBackend
+) -> None:
+    fake.dataset_runtime_installed = False
+    with pytest.raises(BackendError) as raised:
+        backend.submit(request(tmp_path))
+    assert not raised.value.transient
+    assert 'Missing required package "azureml-dataset-runtime"' in raised.value.message
+    assert "pip install 'runyard[azure]'" in raised.value.message
+    assert fake.submissions == []
+
+
 # -- 2. a submit that times out starts one run, not two ------------------------------------
 
 
