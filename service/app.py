@@ -29,6 +29,8 @@ from service.jobs.dispatcher import Dispatcher
 from service.jobs.metrics import JobsByStatus
 from service.jobs.poller import Poller
 from service.models import routes as model_routes
+from service.models.endpoints import routes as endpoint_routes
+from service.models.endpoints.deployments import Deployments
 from service.runtime import Runtime
 from service.sweeps import routes as sweep_routes
 from service.sweeps.sweeper import Sweeper
@@ -42,7 +44,9 @@ model versions. Errors are `application/problem+json` (RFC 9457).
 """
 
 BackendFactory = Callable[[Settings], list[Backend]]
-V1_ROUTERS = (job_routes.router, model_routes.router, catalog_routes.router, sweep_routes.router)
+V1_ROUTERS = (
+    job_routes.router, model_routes.router, endpoint_routes.router, catalog_routes.router, sweep_routes.router
+)
 
 
 def default_backends(settings: Settings) -> list[Backend]:
@@ -100,6 +104,8 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
             if isinstance(backend, BackgroundWork):
                 backend.start()
         app.state.runtime = runtime
+        app.state.endpoints = deployments = Deployments(cfg, db)
+        await deployments.start()
         dispatcher.loop.start()
         poller.loop.start()
         sweeper.loop.start()
@@ -110,6 +116,7 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
             await sweeper.loop.stop()
             await dispatcher.loop.stop()
             await poller.loop.stop()
+            await deployments.stop()
             for backend in runtime.backends.unique():
                 if isinstance(backend, BackgroundWork):
                     backend.stop()

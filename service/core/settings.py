@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=60.0, gt=0)
     keep_alive_timeout_seconds: int = Field(default=5, ge=1)
+    # Endpoints (served model versions): rows per score request, workers per endpoint, and each
+    # worker's address-space limit; the batcher's row budget and how long it waits for company.
+    endpoint_max_rows: int = Field(default=1000, ge=1)
+    endpoint_max_replicas: int = Field(default=4, ge=1)
+    endpoint_memory_limit_mb: int = Field(default=1024, ge=0)
+    endpoint_batch_max_rows: int = Field(default=4096, ge=1)
+    endpoint_batch_window_ms: float = Field(default=1.0, ge=0)
+    endpoint_load_timeout_seconds: float = Field(default=120.0, gt=0)
+    endpoint_predict_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # Azure ML: a config.json path, or subscription + resource group + workspace name.
     # Unset: the local target only, and azureml is never imported.

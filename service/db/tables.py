@@ -195,7 +195,25 @@ class ModelVersion(SQLModel, table=True):
     sha256: str | None = Field(default=None, max_length=64)
     # True from the version's reservation until the backend has stored the model: not listed.
     pending: bool = False
+    # The latest evaluation on a dataset's test split: accuracy, labels, confusion matrix.
+    evaluation: dict[str, Any] | None = Field(default=None, sa_type=JSON, nullable=True)
     created_at: datetime = _when()
+
+
+class Endpoint(SQLModel, table=True):
+    """A model version served for scoring; the service brings `ready` ones back after a restart."""
+
+    __table_args__ = (Index("ix_endpoint_status_name", "status", "name"),)
+
+    name: str = Field(primary_key=True, max_length=255)
+    model_name: str = Field(max_length=255)
+    model_version: int
+    compute: str = Field(max_length=255)
+    replicas: int = 1
+    status: str = Field(max_length=16)
+    error: str | None = None
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
 
 
 class JobAttempt(SQLModel, table=True):

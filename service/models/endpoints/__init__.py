@@ -1,0 +1,1 @@
+"""Endpoints: registered model versions served for scoring (issue 16)."""

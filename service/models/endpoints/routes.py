@@ -1,0 +1,203 @@
+"""Routes of endpoints: deploy a model version, read, move, delete, and score."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import TypeAdapter, ValidationError
+
+from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
+from service.api.docs import ERRORS
+from service.api.problems import problem
+from service.core.schemas import Page
+from service.db.tables import Endpoint
+from service.models.endpoints import service as endpoints
+from service.models.endpoints.batcher import ModelRejected
+from service.models.endpoints.deployments import Deployments, NotServing
+from service.models.endpoints.schemas import (
+    EndpointCreate,
+    EndpointPublic,
+    EndpointUpdate,
+    ScoreRequest,
+    ScoreResponse,
+    WorkerPublic,
+)
+from service.models.endpoints.worker_client import WorkerFailed
+
+router = APIRouter(tags=["endpoints"])
+_score_body = TypeAdapter(ScoreRequest)
+RETRY_AFTER_SECONDS = "1"
+
+
+async def get_deployments(request: Request) -> Deployments:
+    deployments: Deployments = request.app.state.endpoints
+    return deployments
+
+
+DeploymentsDep = Annotated[Deployments, Depends(get_deployments)]
+
+
+def _public(endpoint: Endpoint, deployments: Deployments) -> EndpointPublic:
+    live = deployments.get(endpoint.name)
+    pool = live.pool if live else None
+    workers = [WorkerPublic(**w) for w in pool.memory()] if pool else []
+    return EndpointPublic(
+        name=endpoint.name,
+        model=endpoint.model_name,
+        version=endpoint.model_version,
+        compute=endpoint.compute,
+        replicas=endpoint.replicas,
+        status=endpoint.status,
+        error=endpoint.error,
+        scoring_uri=f"/v1/endpoints/{endpoint.name}/score",
+        n_features=pool.info.n_features if pool else None,
+        workers=workers,
+        memory_bytes=sum(w.rss_bytes or 0 for w in workers) if workers else None,
+        created_at=endpoint.created_at,
+        updated_at=endpoint.updated_at,
+    )
+
+
+@router.post(
+    "/v1/endpoints",
+    status_code=status.HTTP_201_CREATED,
+    summary="Deploy a model version (status `creating`, then `ready` or `failed`)",
+    responses=ERRORS(404, 409, 422),
+)
+async def create_endpoint(
+    spec: EndpointCreate, response: Response, runtime: RuntimeDep, deployments: DeploymentsDep
+) -> EndpointPublic:
+    def create() -> tuple[Endpoint, Any]:
+        with runtime.db.write_session() as session:
+            model = endpoints.model_version(session, model=spec.model, version=spec.version)
+            path = endpoints.model_file(model)
+            row = endpoints.create(session, spec=spec, model=model, max_replicas=runtime.settings.endpoint_max_replicas)
+            return row, path
+
+    row, path = await run_in_threadpool(create)
+    deployments.launch(row.name, row.model_name, row.model_version, path, row.replicas)
+    response.headers["Location"] = f"/v1/endpoints/{row.name}"
+    return _public(row, deployments)
+
+
+@router.get("/v1/endpoints", summary="List endpoints")
+def list_endpoints(
+    session: SessionDep, deployments: DeploymentsDep, limit: Limit = 100, cursor: Cursor = None
+) -> Page[EndpointPublic]:
+    items, next_cursor = endpoints.list_endpoints(session, limit=limit, cursor=cursor)
+    return Page(items=[_public(e, deployments) for e in items], next_cursor=next_cursor)
+
+
+@router.get("/v1/endpoints/{name}", summary="Read an endpoint, with its workers' memory", responses=ERRORS(404))
+def get_endpoint(name: str, session: SessionDep, deployments: DeploymentsDep) -> EndpointPublic:
+    return _public(endpoints.get(session, name=name), deployments)
+
+
+@router.patch(
+    "/v1/endpoints/{name}",
+    summary="Serve another version of the model; requests keep being answered during the switch",
+    responses=ERRORS(404, 409, 422),
+)
+async def update_endpoint(
+    name: str, change: EndpointUpdate, runtime: RuntimeDep, deployments: DeploymentsDep
+) -> EndpointPublic:
+    def resolve() -> tuple[Endpoint, int, Any]:
+        with runtime.db.session() as session:
+            row = endpoints.get(session, name=name)
+            model = endpoints.model_version(session, model=row.model_name, version=change.version)
+            return row, model.version, endpoints.model_file(model)
+
+    row, version, path = await run_in_threadpool(resolve)
+    await deployments.switch(name, path, version, row.replicas)
+    with runtime.db.session() as session:
+        return _public(endpoints.get(session, name=name), deployments)
+
+
+@router.delete(
+    "/v1/endpoints/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an endpoint", responses=ERRORS(404)
+)
+async def delete_endpoint(name: str, runtime: RuntimeDep, deployments: DeploymentsDep) -> Response:
+    def delete() -> None:
+        with runtime.db.write_session() as session:
+            endpoints.delete(session, name=name)
+
+    await run_in_threadpool(delete)
+    await deployments.remove(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+_SCORE_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ScoreRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post(
+    "/v1/endpoints/{name}/score",
+    summary='Score rows on a ready endpoint (the tutorial\'s `{"data": [[...]]}`)',
+    response_model=ScoreResponse,
+    responses={**ERRORS(404, 409, 413, 422), 503: ERRORS(503)[503]},
+    openapi_extra=_SCORE_DOC,
+)
+async def score(name: str, request: Request, runtime: RuntimeDep, deployments: DeploymentsDep) -> Response:
+    # The body is parsed by hand: pydantic's JSON parser checks the numbers without building
+    # Python objects first (3x FastAPI's parse-then-validate on 100-row bodies).
+    try:
+        body = _score_body.validate_json(await request.body())
+    except ValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()[:20]]
+        return problem(422, "Invalid request", "the body must be {\"data\": [[number, ...], ...]}", request,
+                       errors=errors)  # fmt: skip
+    rows = body.data
+    deployment = deployments.get(name)
+    if deployment is None:
+        return problem(404, "Not found", f"endpoint {name!r} does not exist", request)
+    if not rows:
+        return problem(422, "Invalid request", "data is empty; send at least one row", request)
+    limit = runtime.settings.endpoint_max_rows
+    if len(rows) > limit:
+        return problem(413, "Payload too large", f"{len(rows)} rows; at most {limit} per request", request)
+    pool = deployment.pool
+    width = pool.info.n_features if pool else None
+    expected = width if width is not None else len(rows[0])
+    for index, row in enumerate(rows):
+        if len(row) != expected:
+            why = "the model's n_features_in_" if width is not None else "as wide as row 0"
+            detail = f"each row must have {expected} values ({why}); row {index} has {len(row)}"
+            return problem(422, "Invalid request", detail, request)
+    if body.probabilities and pool is not None and not pool.info.probabilities:
+        return problem(422, "Invalid request", f"the model ({pool.info.kind}) has no predict_proba", request)
+    try:
+        _, version, result = await deployments.score(
+            name, np.asarray(rows, dtype=np.float64), probabilities=body.probabilities
+        )
+    except KeyError:
+        return problem(404, "Not found", f"endpoint {name!r} does not exist", request)
+    except NotServing as exc:
+        return _not_serving(name, exc, request)
+    except ModelRejected as exc:
+        return problem(422, "Invalid request", f"the model could not score these rows: {exc}", request)
+    except WorkerFailed as exc:
+        return _unavailable(f"the endpoint's worker failed ({exc.reason}); a new one is starting", request)
+    payload: dict[str, Any] = {**result, "model": deployment.model, "version": version}
+    if body.probabilities and pool is not None:
+        payload["classes"] = pool.info.classes
+    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
+
+
+def _not_serving(name: str, exc: NotServing, request: Request) -> Response:
+    if exc.status == "failed":
+        return problem(409, "Conflict", f"endpoint {name!r} failed: {exc.reason}", request)
+    return _unavailable(f"endpoint {name!r} is {exc.status}; try again shortly", request)
+
+
+def _unavailable(detail: str, request: Request) -> Response:
+    response = problem(503, "Service unavailable", detail, request)
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response

@@ -1,0 +1,228 @@
+"""Endpoints on the local compute: deploy a registered model, score it over HTTP, switch, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.catalog.offline_data import digits_dataset_arrays
+from service.core.settings import Settings
+from tests.integration.endpoint_support import (
+    deploy,
+    digits_test_split,
+    register_file,
+    train_and_register,
+    wait_endpoint,
+)
+from trainer.train import build_model
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tutorial's model fitted on digits once per session, for tests that need any good model."""
+    arrays = digits_dataset_arrays()
+    images = arrays["train_images"].reshape(len(arrays["train_images"]), -1) / 255.0
+    model = build_model("liblinear", 0.5, 100).fit(images, arrays["train_labels"].reshape(-1))
+    path = tmp_path_factory.mktemp("models") / "digits.pkl"
+    joblib.dump(model, path)
+    return path
+
+
+def _score(client: TestClient, name: str, rows: Any, **extra: Any) -> Any:
+    return client.post(f"/v1/endpoints/{name}/score", json={"data": rows, **extra})
+
+
+def test_scoring_the_test_split_over_http_gives_the_jobs_accuracy(client: TestClient) -> None:
+    job = train_and_register(client)
+    deploy(client, "mnist", "sklearn_mnist")
+    endpoint = wait_endpoint(client, "mnist")
+    assert endpoint["status"] == "ready", endpoint
+    assert (endpoint["model"], endpoint["version"], endpoint["n_features"]) == ("sklearn_mnist", 1, 64)
+    assert len(endpoint["workers"]) == 1
+    assert endpoint["memory_bytes"] > 10_000_000
+
+    images, labels = digits_test_split(client)
+    predictions: list[int] = []
+    for start in range(0, len(images), 100):
+        answer = _score(client, "mnist", images[start : start + 100].tolist())
+        assert answer.status_code == 200, answer.json()
+        assert (answer.json()["model"], answer.json()["version"]) == ("sklearn_mnist", 1)
+        predictions += answer.json()["predictions"]
+    accuracy = float(np.average(np.array(predictions) == labels))
+    assert accuracy == job["accuracy"]
+
+    answer = _score(client, "mnist", images[:3].tolist(), probabilities=True).json()
+    assert answer["classes"] == list(range(10))
+    assert [int(np.argmax(p)) for p in answer["probabilities"]] == answer["predictions"]
+    assert all(abs(sum(p) - 1) < 1e-9 for p in answer["probabilities"])
+
+
+def test_bad_scoring_requests_get_clear_4xx(client: TestClient, settings: Settings, digits_model: Path) -> None:
+    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    deploy(client, "mnist", "sklearn_mnist")
+    assert wait_endpoint(client, "mnist")["status"] == "ready"
+    row = [0.0] * 64
+
+    wide = _score(client, "mnist", [row, [0.0] * 784])
+    assert wide.status_code == 422
+    assert "64 values" in wide.json()["detail"]
+    assert "row 1 has 784" in wide.json()["detail"]
+    for bad in (["a"] + row[1:], [True] + row[1:], [None] + row[1:]):
+        answer = _score(client, "mnist", [bad])
+        assert answer.status_code == 422, bad
+        assert answer.json()["errors"][0]["loc"] == ["data", 0, 0]
+    assert _score(client, "mnist", []).status_code == 422
+    assert "empty" in _score(client, "mnist", []).json()["detail"]
+    too_many = _score(client, "mnist", [row] * (settings.endpoint_max_rows + 1))
+    assert too_many.status_code == 413
+    assert f"at most {settings.endpoint_max_rows}" in too_many.json()["detail"]
+    assert client.post("/v1/endpoints/mnist/score", content=b"{not json").status_code == 422
+    assert client.post("/v1/endpoints/mnist/score", json={"rows": [row]}).status_code == 422
+    assert _score(client, "nope", [row]).status_code == 404
+    # Every answer above came from the same, still healthy endpoint.
+    assert _score(client, "mnist", [row]).status_code == 200
+
+    assert client.post("/v1/endpoints", json={"name": "mnist", "model": "sklearn_mnist"}).status_code == 409
+    assert client.post("/v1/endpoints", json={"name": "x", "model": "nope"}).status_code == 404
+    assert client.post("/v1/endpoints", json={"name": "x", "model": "sklearn_mnist", "version": 9}).status_code == 404
+    assert (
+        client.post("/v1/endpoints", json={"name": "x", "model": "sklearn_mnist", "compute": "aks"}).status_code == 422
+    )
+    many = {"name": "x", "model": "sklearn_mnist", "replicas": settings.endpoint_max_replicas + 1}
+    assert client.post("/v1/endpoints", json=many).status_code == 422
+
+
+def test_switching_version_under_load_fails_no_request(client: TestClient, digits_model: Path) -> None:
+    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    deploy(client, "mnist", "sklearn_mnist", version=1, replicas=2)
+    assert wait_endpoint(client, "mnist")["status"] == "ready"
+    images, _ = digits_test_split(client)
+    seen: list[list[int]] = [[] for _ in range(6)]
+    failures: list[Any] = []
+    stop = threading.Event()
+
+    def hammer(index: int) -> None:
+        while not stop.is_set():
+            answer = _score(client, "mnist", images[index : index + 5].tolist())
+            if answer.status_code != 200:
+                failures.append(answer.json())
+            else:
+                seen[index].append(answer.json()["version"])
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(len(seen))]
+    for thread in threads:
+        thread.start()
+    try:
+        while min(len(s) for s in seen) < 5:
+            threading.Event().wait(0.02)
+        switched = client.patch("/v1/endpoints/mnist", json={"version": 2})
+        after = [len(s) for s in seen]
+        while min(len(s) - a for s, a in zip(seen, after, strict=True)) < 5:
+            threading.Event().wait(0.02)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert switched.status_code == 200, switched.json()
+    assert switched.json()["version"] == 2
+    assert failures == []
+    for versions in seen:
+        assert versions == sorted(versions)
+        assert versions[0] == 1
+        assert versions[-1] == 2
+    assert client.get("/v1/endpoints/mnist").json()["version"] == 2
+
+
+def test_an_endpoint_comes_back_ready_after_a_restart(settings: Settings, digits_model: Path) -> None:
+    with TestClient(create_app(settings)) as client:
+        register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+        deploy(client, "mnist", "sklearn_mnist")
+        first = wait_endpoint(client, "mnist")
+        assert first["status"] == "ready"
+    old_pid = first["workers"][0]["pid"]
+    with TestClient(create_app(settings)) as client:
+        again = wait_endpoint(client, "mnist")
+        assert again["status"] == "ready", again
+        assert again["workers"][0]["pid"] != old_pid
+        answer = _score(client, "mnist", [[0.0] * 64])
+        assert answer.status_code == 200
+        assert answer.json()["version"] == 1
+    assert not _alive(old_pid)
+
+
+def test_a_broken_model_file_makes_a_failed_endpoint_not_500s(client: TestClient) -> None:
+    register_file(client, "broken", "garbage")
+    deploy(client, "broken", "broken")
+    endpoint = wait_endpoint(client, "broken")
+    assert endpoint["status"] == "failed"
+    assert endpoint["error"].startswith("the model could not be loaded: ")
+    answer = _score(client, "broken", [[0.0]])
+    assert answer.status_code == 409
+    assert "could not be loaded" in answer.json()["detail"]
+    assert client.get("/readyz").status_code == 200
+
+
+def test_a_model_over_the_memory_limit_fails_to_load(client: TestClient) -> None:
+    register_file(client, "huge", "huge")
+    deploy(client, "huge", "huge")
+    endpoint = wait_endpoint(client, "huge")
+    assert endpoint["status"] == "failed"
+    assert "more memory" in endpoint["error"]
+
+
+def test_a_loading_endpoint_answers_503_with_retry_after(client: TestClient) -> None:
+    register_file(client, "slow", "slow", "--seconds", "3")
+    deploy(client, "slow", "slow")
+    answer = _score(client, "slow", [[0.0]])
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "1"
+    assert "creating" in answer.json()["detail"]
+    assert wait_endpoint(client, "slow")["error"].endswith("NoneType has no predict method")
+
+
+def test_a_killed_worker_is_replaced(client: TestClient, digits_model: Path) -> None:
+    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    deploy(client, "mnist", "sklearn_mnist")
+    pid = wait_endpoint(client, "mnist")["workers"][0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    answers = [_score(client, "mnist", [[0.0] * 64]) for _ in range(3)]
+    assert [a.status_code for a in answers][-1] == 200
+    assert all(a.status_code in (200, 503) for a in answers)
+    assert client.get("/v1/endpoints/mnist").json()["workers"][0]["pid"] != pid
+
+
+def test_list_page_and_delete(client: TestClient, digits_model: Path) -> None:
+    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    for name in ("b", "a", "c"):
+        deploy(client, name, "sklearn_mnist")
+    first = client.get("/v1/endpoints", params={"limit": 2}).json()
+    assert [e["name"] for e in first["items"]] == ["a", "b"]
+    rest = client.get("/v1/endpoints", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [e["name"] for e in rest["items"]] == ["c"]
+    assert rest["next_cursor"] is None
+    pid = wait_endpoint(client, "a")["workers"][0]["pid"]
+    assert client.delete("/v1/endpoints/a").status_code == 204
+    assert client.get("/v1/endpoints/a").status_code == 404
+    assert _score(client, "a", [[0.0] * 64]).status_code == 404
+    assert not _alive(pid)
+    assert client.delete("/v1/endpoints/a").status_code == 404
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; only its parent's wait is missing.
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(")")[-1].split()[0] != "Z"
