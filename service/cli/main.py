@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from service.cli import endpoints as cli_endpoints
 from service.cli import jobs as cli_jobs
 from service.cli import models as cli_models
 from service.cli import serve as cli_serve
@@ -38,7 +39,7 @@ def main(
     ctx.obj = Target(url=url, api_key=api_key or None)
 
 
-for module in (cli_serve, cli_jobs, cli_models, cli_sweep):
+for module in (cli_serve, cli_jobs, cli_models, cli_endpoints, cli_sweep):
     module.register(app)
 
 

@@ -33,6 +33,7 @@ from service.client.protocol import (
 from service.core.schemas import Page
 from service.core.states import JobStatus
 from service.jobs.schemas import FilePublic, JobPublic, LogChunk, MetricPointPublic
+from service.models.endpoints.schemas import EndpointPublic, ScoreResponse
 from service.models.schemas import ModelPublic, ModelVersionPublic
 from service.sweeps.schemas import SweepDetail, SweepPublic, SweepStatus
 
@@ -184,6 +185,49 @@ class AsyncClient:
     async def model_version(self, name: str, version: int | str = "latest") -> ModelVersionPublic:
         """One version of a model (a number or `latest`)."""
         return await self._send(Calls.model_version(name, version))
+
+    async def evaluate(self, name: str, version: int | str, *, dataset: str,
+                 dataset_version: int | None = None) -> ModelVersionPublic:
+        """Score the dataset's test split; the version keeps the accuracy and confusion matrix."""
+        return await self._send(Calls.evaluate(name, version, dataset, dataset_version))
+
+    # endpoints
+
+    async def deploy(self, name: str, *, model: str, version: int | str = "latest", compute: str = "local",
+               replicas: int = 1) -> EndpointPublic:
+        """Serve a model version as endpoint `name` (status `creating`, then `ready` or `failed`)."""
+        return await self._send(Calls.deploy(name, model, version, compute, replicas))
+
+    async def endpoints(self) -> list[EndpointPublic]:
+        """Every endpoint."""
+        return await self._collect(Calls.endpoints)
+
+    async def endpoint(self, name: str) -> EndpointPublic:
+        """One endpoint, with its workers' memory."""
+        return await self._send(Calls.endpoint(name))
+
+    async def update_endpoint(self, name: str, *, version: int | str) -> EndpointPublic:
+        """Serve another version of the endpoint's model (requests keep being answered)."""
+        return await self._send(Calls.update_endpoint(name, version))
+
+    async def delete_endpoint(self, name: str) -> None:
+        """Stop serving and forget the endpoint."""
+        await self._send(Calls.delete_endpoint(name))
+
+    async def score(self, name: str, data: Any, *, probabilities: bool = False) -> ScoreResponse:
+        """Predictions for `data` (rows of numbers) from a ready endpoint."""
+        return await self._send(Calls.score(name, data, probabilities))
+
+    async def wait_endpoint(self, name: str, timeout: float | None = None, *,
+                      poll_interval: float = 0.5) -> EndpointPublic:
+        """Poll until the endpoint is `ready` or `failed`; `WaitTimeout` after `timeout` seconds."""
+        poll = Poll(timeout, poll_interval)
+        while True:
+            found = await self.endpoint(name)
+            pause = poll.pause(found.status != "creating", f"endpoint {name} still {found.status}")
+            if pause is None:
+                return found
+            await asyncio.sleep(pause)
 
     # catalog
 

@@ -34,6 +34,7 @@ from service.jobs.schemas import (
     MetricPointPublic,
     MetricsPublic,
 )
+from service.models.endpoints.schemas import EndpointPublic, ScoreResponse
 from service.models.schemas import ModelPublic, ModelVersionPublic
 from service.sweeps.schemas import SweepCreate, SweepDetail, SweepPublic, SweepStatus
 
@@ -56,6 +57,13 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "models": ("GET", "/v1/models"),
     "model_versions": ("GET", "/v1/models/{name}/versions"),
     "model_version": ("GET", "/v1/models/{name}/versions/{version}"),
+    "evaluate": ("POST", "/v1/models/{name}/versions/{version}/evaluate"),
+    "deploy": ("POST", "/v1/endpoints"),
+    "endpoints": ("GET", "/v1/endpoints"),
+    "endpoint": ("GET", "/v1/endpoints/{name}"),
+    "update_endpoint": ("PATCH", "/v1/endpoints/{name}"),
+    "delete_endpoint": ("DELETE", "/v1/endpoints/{name}"),
+    "score": ("POST", "/v1/endpoints/{name}/score"),
     "create_experiment": ("POST", "/v1/experiments"),
     "experiments": ("GET", "/v1/experiments"),
     "create_environment": ("POST", "/v1/environments"),
@@ -159,6 +167,38 @@ class Calls:
     @staticmethod
     def model_version(name: str, version: int | str) -> Call[ModelVersionPublic]:
         return Call("GET", f"/v1/models/{_seg(name)}/versions/{_seg(str(version))}", _model(ModelVersionPublic))
+
+    @staticmethod
+    def evaluate(name: str, version: int | str, dataset: str, dataset_version: int | None) -> Call[ModelVersionPublic]:
+        body = {"dataset": dataset, **({"dataset_version": dataset_version} if dataset_version else {})}
+        path = f"/v1/models/{_seg(name)}/versions/{_seg(str(version))}/evaluate"
+        return Call("POST", path, _model(ModelVersionPublic), body=body)
+
+    @staticmethod
+    def deploy(name: str, model: str, version: int | str, compute: str, replicas: int) -> Call[EndpointPublic]:
+        body = {"name": name, "model": model, "version": version, "compute": compute, "replicas": replicas}
+        return Call("POST", "/v1/endpoints", _model(EndpointPublic), body=body)
+
+    @staticmethod
+    def endpoints(cursor: str | None) -> Call[Page[EndpointPublic]]:
+        return Call("GET", "/v1/endpoints", _model(Page[EndpointPublic]), params=_query(cursor=cursor))
+
+    @staticmethod
+    def endpoint(name: str) -> Call[EndpointPublic]:
+        return Call("GET", f"/v1/endpoints/{_seg(name)}", _model(EndpointPublic))
+
+    @staticmethod
+    def update_endpoint(name: str, version: int | str) -> Call[EndpointPublic]:
+        return Call("PATCH", f"/v1/endpoints/{_seg(name)}", _model(EndpointPublic), body={"version": version})
+
+    @staticmethod
+    def delete_endpoint(name: str) -> Call[None]:
+        return Call("DELETE", f"/v1/endpoints/{_seg(name)}", lambda _response: None)
+
+    @staticmethod
+    def score(name: str, data: Any, probabilities: bool) -> Call[ScoreResponse]:
+        body = {"data": data, "probabilities": probabilities}
+        return Call("POST", f"/v1/endpoints/{_seg(name)}/score", _model(ScoreResponse), body=body)
 
     @staticmethod
     def create_experiment(name: str) -> Call[ExperimentPublic]:

@@ -25,6 +25,8 @@ class ModelVersionPublic(BaseModel):
     model_path: str
     tags: dict[str, str]
     metrics: dict[str, Any]
+    # The latest `evaluate` on a test split: accuracy, labels, confusion matrix (true x predicted).
+    evaluation: dict[str, Any] | None = None
     created_at: datetime
 
 

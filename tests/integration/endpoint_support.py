@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import numpy.typing as npt
 from fastapi.testclient import TestClient
 
+from service.catalog.offline_data import digits_dataset_arrays
 from tests.conftest import script_job, tutorial_job, wait_for
+from trainer.train import build_model
 from trainer.utils import load_mnist
+
+
+def fit_digits_model(path: Path) -> Path:
+    """The tutorial's model fitted on digits in this process, dumped to `path`."""
+    arrays = digits_dataset_arrays()
+    images = arrays["train_images"].reshape(len(arrays["train_images"]), -1) / 255.0
+    joblib.dump(build_model("liblinear", 0.5, 100).fit(images, arrays["train_labels"].reshape(-1)), path)
+    return path
 
 
 def train_and_register(client: TestClient, model: str = "sklearn_mnist", regularization: float = 0.5) -> dict[str, Any]:

@@ -14,27 +14,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.catalog.offline_data import digits_dataset_arrays
 from service.core.settings import Settings
 from tests.integration.endpoint_support import (
     deploy,
     digits_test_split,
+    fit_digits_model,
     register_file,
     train_and_register,
     wait_endpoint,
 )
-from trainer.train import build_model
 
 
 @pytest.fixture(scope="session")
 def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tutorial's model fitted on digits once per session, for tests that need any good model."""
-    arrays = digits_dataset_arrays()
-    images = arrays["train_images"].reshape(len(arrays["train_images"]), -1) / 255.0
-    model = build_model("liblinear", 0.5, 100).fit(images, arrays["train_labels"].reshape(-1))
-    path = tmp_path_factory.mktemp("models") / "digits.pkl"
-    joblib.dump(model, path)
-    return path
+    """Any good model, fitted once per session, for tests that do not check the job's own metric."""
+    return fit_digits_model(tmp_path_factory.mktemp("models") / "digits.pkl")
 
 
 def _score(client: TestClient, name: str, rows: Any, **extra: Any) -> Any:
@@ -64,6 +58,30 @@ def test_scoring_the_test_split_over_http_gives_the_jobs_accuracy(client: TestCl
     assert answer["classes"] == list(range(10))
     assert [int(np.argmax(p)) for p in answer["probabilities"]] == answer["predictions"]
     assert all(abs(sum(p) - 1) < 1e-9 for p in answer["probabilities"])
+
+
+def test_evaluating_a_version_keeps_accuracy_and_confusion_matrix(client: TestClient, digits_model: Path) -> None:
+    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    images, labels = digits_test_split(client)
+    expected = joblib.load(digits_model).predict(images)
+
+    evaluated = client.post("/v1/models/sklearn_mnist/versions/1/evaluate", json={"dataset": "digits"})
+    assert evaluated.status_code == 200, evaluated.json()
+    result = evaluated.json()["evaluation"]
+    assert (result["dataset"], result["dataset_version"], result["split"]) == ("digits", 1, "test")
+    assert result["samples"] == len(labels) == 450
+    assert result["accuracy"] == float(np.average(expected == labels))
+    assert result["labels"] == list(range(10))
+    matrix = np.array(result["confusion_matrix"])
+    assert matrix.sum() == 450
+    assert np.trace(matrix) / 450 == result["accuracy"]
+    assert matrix[3].sum() == int(np.sum(labels == 3))  # rows are the true labels
+    assert client.get("/v1/models/sklearn_mnist/versions/1").json()["evaluation"] == result
+
+    url = "/v1/models/sklearn_mnist/versions/{}/evaluate"
+    assert client.post(url.format(1), json={"dataset": "nope"}).status_code == 404
+    assert client.post(url.format(7), json={"dataset": "digits"}).status_code == 404
+    assert client.post(url.format(1), json={}).status_code == 422
 
 
 def test_bad_scoring_requests_get_clear_4xx(client: TestClient, settings: Settings, digits_model: Path) -> None:

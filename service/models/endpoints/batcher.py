@@ -67,6 +67,7 @@ class Pool:
         for worker in workers:
             self._idle.put_nowait(worker)
         self._carry: _Pending | None = None
+        self._gathering: list[_Pending] = []  # taken off the queue, not yet sent to a worker
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
         self._loop_task = asyncio.create_task(self._batch_loop())
@@ -86,7 +87,7 @@ class Pool:
         """Stop taking requests, finish the queued ones (if `drain`), stop the workers."""
         self._closing = True
         if drain:
-            while not self._queue.empty() or self._carry is not None or self._running:
+            while not self._queue.empty() or self._carry is not None or self._gathering or self._running:
                 await asyncio.sleep(0.002)
         self._loop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -127,12 +128,19 @@ class Pool:
         while True:
             worker = await self._idle.get()
             first = await self._next()
-            batch = [first]
+            batch = self._gathering = [first]
             budget = self._take(batch, self._limits.max_rows - first.rows.shape[0])
             if len(batch) > 1 and budget > 0 and self._limits.window_seconds > 0:
                 # Requests are arriving together: a short wait usually fills the batch further.
-                await asyncio.sleep(self._limits.window_seconds)
+                try:
+                    await asyncio.sleep(self._limits.window_seconds)
+                except asyncio.CancelledError:
+                    # Closed while gathering: these callers retry on the endpoint's next pool.
+                    for item in batch:
+                        item.future.set_exception(PoolClosed())
+                    raise
                 self._take(batch, budget)
+            self._gathering = []
             task = asyncio.create_task(self._run(worker, batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

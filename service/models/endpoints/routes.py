@@ -13,8 +13,11 @@ from pydantic import TypeAdapter, ValidationError
 from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS
 from service.api.problems import problem
+from service.catalog import service as catalog
+from service.core.errors import NotFound
 from service.core.schemas import Page
-from service.db.tables import Endpoint
+from service.db.tables import Endpoint, ModelVersion
+from service.models.endpoints import evaluation
 from service.models.endpoints import service as endpoints
 from service.models.endpoints.batcher import ModelRejected
 from service.models.endpoints.deployments import Deployments, NotServing
@@ -22,11 +25,13 @@ from service.models.endpoints.schemas import (
     EndpointCreate,
     EndpointPublic,
     EndpointUpdate,
+    EvaluateRequest,
     ScoreRequest,
     ScoreResponse,
     WorkerPublic,
 )
 from service.models.endpoints.worker_client import WorkerFailed
+from service.models.schemas import ModelVersionPublic
 
 router = APIRouter(tags=["endpoints"])
 _score_body = TypeAdapter(ScoreRequest)
@@ -198,6 +203,36 @@ def _not_serving(name: str, exc: NotServing, request: Request) -> Response:
 
 
 def _unavailable(detail: str, request: Request) -> Response:
-    response = problem(503, "Service unavailable", detail, request)
-    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
-    return response
+    return problem(503, "Service unavailable", detail, request, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+@router.post(
+    "/v1/models/{name}/versions/{version}/evaluate",
+    summary="Score a dataset's test split with a model version; keeps accuracy and the confusion matrix",
+    responses=ERRORS(404, 422),
+)
+async def evaluate(name: str, version: str, spec: EvaluateRequest, runtime: RuntimeDep) -> ModelVersionPublic:
+    def resolve() -> tuple[ModelVersion, Any, evaluation.TestSplit, int]:
+        with runtime.db.session() as session:
+            model = endpoints.model_version(session, model=name, version=version)
+            dataset = catalog.get_dataset(session, name=spec.dataset, version=spec.dataset_version)
+            split = evaluation.load_test_split(dataset.path, dataset.name)
+            return model, endpoints.model_file(model), split, dataset.version
+
+    model, path, split, dataset_version = await run_in_threadpool(resolve)
+    log_path = runtime.settings.data_dir / "endpoints" / "_evaluations" / f"{model.name}-v{model.version}.log"
+    predictions = await evaluation.predict_all(runtime.settings, path, split, log_path)
+    result = evaluation.summarize(split, predictions, dataset=spec.dataset, dataset_version=dataset_version)
+
+    def store() -> ModelVersion:
+        with runtime.db.write_session() as session:
+            row = session.get(ModelVersion, model.id)
+            if row is None:
+                raise NotFound(f"model {name!r} version {model.version} does not exist")
+            row.evaluation = result
+            session.add(row)
+            session.commit()
+            return row
+
+    stored = await run_in_threadpool(store)
+    return ModelVersionPublic.model_validate(stored, from_attributes=True)

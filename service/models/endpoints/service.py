@@ -17,7 +17,7 @@ LOCAL = "local"
 MODEL_SUFFIXES = (".pkl", ".joblib", ".pickle", ".sav")
 
 
-def model_version(session: Session, *, model: str, version: Version) -> ModelVersion:
+def model_version(session: Session, *, model: str, version: Version | str) -> ModelVersion:
     return registry.get_version(session, name=model, version=str(version))
 
 
