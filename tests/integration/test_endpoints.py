@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.core.settings import Settings
-from tests.integration.endpoint_support import (
+from tests.support.endpoints import (
     deploy,
     digits_test_split,
     fit_digits_model,

@@ -10,10 +10,10 @@ import joblib
 import pytest
 
 from service.client import Client
-from tests.conftest import script_job
 from tests.e2e.conftest import LiveServer, start_server, stop_server
-from tests.integration.endpoint_support import fit_digits_model
 from tests.integration.test_cli import as_json, runyard
+from tests.support.endpoints import fit_digits_model
+from tests.support.jobs import script_job
 from trainer.utils import load_mnist
 
 

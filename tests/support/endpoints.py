@@ -12,7 +12,7 @@ import numpy.typing as npt
 from fastapi.testclient import TestClient
 
 from service.catalog.offline_data import digits_dataset_arrays
-from tests.conftest import script_job, tutorial_job, wait_for
+from tests.support.jobs import script_job, tutorial_job, wait_for
 from trainer.train import build_model
 from trainer.utils import load_mnist
 
