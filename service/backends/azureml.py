@@ -104,7 +104,7 @@ class AzureMLBackend:
                 break
             self._stop.wait(COMPUTE_RETRY_SECONDS)
         while not self._stop.is_set():
-            waiting = [s for s in self.workspace.compute.values() if s.state != "ready"]
+            waiting = [s for s in self.workspace.compute.values() if s.state in WAIT_FOR_COMPUTE]
             if not waiting:
                 return
             for state in waiting:
