@@ -37,8 +37,9 @@ class Problems:
         page.on("response", self._response)
 
     def _failed(self, request: Any) -> None:
-        # Leaving a page aborts its open log stream; that is the browser closing it, not a failure.
-        if request.failure == "net::ERR_ABORTED" and "follow=true" in request.url:
+        # Leaving a page aborts its open log stream and any refresh in flight: the browser
+        # dropping background requests of a page that is gone, not a request that failed.
+        if request.failure == "net::ERR_ABORTED" and ("follow=true" in request.url or "fragment=" in request.url):
             return
         self.found.append(f"request failed: {request.url} {request.failure}")
 
