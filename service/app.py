@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from service.api import docs_assets, health, problems, telemetry
-from service.api.auth import ApiKeys, is_loopback, require_api_key
+from service.api.auth import ApiKeys, LoopbackOnly, is_loopback, require_api_key
 from service.api.docs import ERRORS
 from service.api.middleware import BodySizeLimit, RequestObservability
 from service.api.ui import routes as dashboard
@@ -51,7 +51,8 @@ V1_ROUTERS = (
 
 def default_backends(settings: Settings) -> list[Backend]:
     """The local target, always; the Azure ML clusters when a workspace is configured."""
-    found: list[Backend] = [LocalBackend(max_concurrent=settings.local_max_concurrent, models_dir=settings.models_dir)]
+    found: list[Backend] = [LocalBackend(max_concurrent=settings.local_max_concurrent, models_dir=settings.models_dir,
+                                         env_passthrough=settings.job_env_passthrough)]
     if settings.azureml_configured:
         # Imported only here: without a workspace the service never loads azureml (~0.5 s, ~86 MB).
         from service.backends.azureml import AzureMLBackend
@@ -126,7 +127,8 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
     app = FastAPI(
         title="runyard", version="0.1.0", summary="Training runs over HTTP, on a laptop or Azure ML.",
         description=DESCRIPTION, lifespan=lifespan,
-        docs_url=None, redoc_url=None,  # served by docs_assets from installed files, not a CDN
+        # served by docs_assets from installed files (not a CDN), behind a key when asked to
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
     metrics = Metrics()
     problems.install(app)
@@ -134,13 +136,17 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
     app.state.api_keys = api_keys = ApiKeys.from_settings(cfg)
     if not api_keys.enabled and not is_loopback(cfg.host):
         raise RuntimeError(f"refusing to serve on {cfg.host} without API keys: set RUNYARD_API_KEYS")
-    # Every /v1 route needs a key once keys are configured; health, metrics and docs stay open.
+    # Every /v1 route needs a key once keys are configured; health stays open, and metrics and
+    # docs too unless the operator asks for a key there (docs/security.md).
+    keyed = [Depends(require_api_key)]
     for router in V1_ROUTERS:
-        app.include_router(router, dependencies=[Depends(require_api_key)], responses=ERRORS(401))
-    for router in (health.router, telemetry.router):
-        app.include_router(router)
-    docs_assets.install(app)
+        app.include_router(router, dependencies=keyed, responses=ERRORS(401))
+    app.include_router(health.router)
+    app.include_router(telemetry.router, dependencies=keyed if cfg.metrics_require_key else [])
+    docs_assets.install(app, dependencies=keyed if cfg.docs_require_key else [])
     dashboard.install(app)  # /ui: pages for people; the key (if any) is asked once, then a session cookie
     app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_body_bytes)
+    if not api_keys.enabled:
+        app.add_middleware(LoopbackOnly)
     app.add_middleware(RequestObservability, metrics=metrics)  # outermost: even a 413 gets a request id
     return app

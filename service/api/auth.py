@@ -9,12 +9,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.problems import problem
 from service.api.session import COOKIE, CSRF_HEADER, SAFE_METHODS, Sessions
 from service.core.errors import Forbidden, Unauthorized
 from service.core.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from RUNYARD_API_KEYS")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def digest(key: str) -> str:
@@ -99,3 +102,52 @@ async def require_api_key(  # async: a hash and a compare need no worker thread
         raise Unauthorized("this route needs an API key: send Authorization: Bearer <key>")
     if not keys.accepts(credentials.credentials):
         raise Unauthorized("the API key is not valid")
+
+
+async def is_trusted(request: Request, credentials: Credentials) -> bool:
+    """True for a caller with a valid key (or dashboard session), or for anyone while no keys are configured."""
+    keys: ApiKeys = request.app.state.api_keys
+    if not keys.enabled:
+        return True
+    if credentials is None:
+        return session_of(request) is not None
+    return credentials.scheme.lower() == "bearer" and keys.accepts(credentials.credentials)
+
+
+TrustedCaller = Annotated[bool, Depends(is_trusted)]
+
+
+class LoopbackOnly:
+    """ASGI middleware for a server without keys: it answers connections to a loopback address only.
+
+    The settings' host is checked at start-up, but an ASGI server may bind elsewhere
+    (`uvicorn --factory service.app:create_app --host 0.0.0.0`): the address each connection
+    actually reached (the socket's, in the scope's `server`) is what this checks.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not _reached_loopback(scope):
+            response = problem(
+                403, "Forbidden", "this server has no API keys, so it answers loopback connections only: "
+                "set RUNYARD_API_KEYS to serve other addresses", Request(scope, receive),
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _reached_loopback(scope: Scope) -> bool:
+    server = scope.get("server")
+    if not server:
+        return True  # a Unix socket: only this machine reaches it
+    host = str(server[0])
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        # Servers on sockets report an IP; a name ("testserver") comes from an in-process client.
+        return True
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return (mapped or address).is_loopback

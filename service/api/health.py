@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from service.api.auth import TrustedCaller
 from service.api.deps import RuntimeDep
 from service.api.schemas import Health
 from service.core.errors import BackendError
@@ -33,8 +34,11 @@ async def healthz() -> Health:
     response_model=Health,
     responses={503: {"model": Health, "description": "the database cannot be reached"}},
 )
-async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """503 when the database is down; a backend that is down only marks the service degraded."""
+async def readyz(runtime: RuntimeDep, trusted: TrustedCaller) -> JSONResponse:
+    """503 when the database is down; a backend that is down only marks the service degraded.
+
+    The checks' details (an SDK error can name the tenant) go only to a caller with a key.
+    """
     checks: dict[str, str] = {}
     db_ok = await _check(lambda: _ping(runtime), checks, "database")
     failure = runtime.db.writes.recent_failure(WRITE_FAILURE_WINDOW_SECONDS)
@@ -49,7 +53,8 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         if backend.kind in runtime.backend_health and checks[name] == "ok":
             checks[name], backends_ok = f"degraded: {runtime.backend_health[backend.kind]}", False
     state = "ok" if db_ok and backends_ok else "degraded" if db_ok else "unavailable"
-    return JSONResponse(Health(status=state, checks=checks).model_dump(), status_code=200 if db_ok else 503)
+    shown = checks if trusted else {}
+    return JSONResponse(Health(status=state, checks=shown).model_dump(), status_code=200 if db_ok else 503)
 
 
 def _disk_space(runtime: Runtime) -> None:

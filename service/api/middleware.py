@@ -24,6 +24,14 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 # Probes and scrapes would drown the access log at INFO.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Metric labels come from fixed sets only: a caller choosing label values grows /metrics without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(scope: Scope) -> str:
+    """The request's method when it is a standard one, else `other`."""
+    method = str(scope.get("method", ""))
+    return method if method in KNOWN_METHODS else "other"
 
 
 def route_template(scope: Scope) -> str:
@@ -31,6 +39,12 @@ def route_template(scope: Scope) -> str:
     path = getattr(scope.get("route"), "path", None)
     if isinstance(path, str):
         return path
+    # Plain Starlette routes (/openapi.json) leave only their endpoint in the scope.
+    endpoint = scope.get("endpoint")
+    if endpoint is not None:
+        for route in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
+            if getattr(route, "endpoint", None) is endpoint and isinstance(getattr(route, "path", None), str):
+                return str(route.path)
     # A mount (the docs assets) leaves no route in the scope, only its prefix in root_path.
     mounted = str(scope.get("root_path", ""))[len(str(scope.get("app_root_path", ""))):]
     return f"{mounted}/{{path}}" if mounted else "unmatched"
@@ -65,7 +79,10 @@ class RequestObservability:
             nonlocal response_started
             if message["type"] == "http.response.start":
                 response_started = True
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                # No response of ours is to be sniffed into another type (a log as HTML, say).
+                headers.setdefault("X-Content-Type-Options", "nosniff")
                 self._record(scope, message["status"], time.perf_counter() - started)
             await send(message)
 
@@ -86,7 +103,7 @@ class RequestObservability:
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
         route = route_template(scope)
         method = str(scope.get("method", ""))
-        self.metrics.http_seconds.labels(method, route, str(status)).observe(elapsed)
+        self.metrics.http_seconds.labels(method_label(scope), route, str(status)).observe(elapsed)
         level = logging.DEBUG if scope.get("path") in _QUIET_PATHS else logging.INFO
         access_log.log(
             level, "%s %s %d", method, scope.get("path"), status,

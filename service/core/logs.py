@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 # The id of the HTTP request being served, set by the request middleware.
 request_id_var: ContextVar[str | None] = ContextVar("runyard_request_id", default=None)
@@ -18,6 +19,14 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "request_id", "color_message",
 }
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+# C0 and C1 controls (CR, LF, ESC...) and the Unicode line separators: request data carrying them
+# could end a log line early, forge the next one or drive the reader's terminal.
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as an escape (`\\r`, `\\x1b`)."""
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class RequestIdFilter(logging.Filter):
@@ -46,14 +55,40 @@ class JsonFormatter(logging.Formatter):
             entry["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack_info"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # JSON escapes C0 controls already; these two would still split a line for some readers.
+        return json.dumps(entry, default=str, ensure_ascii=False).replace("\u2028", "\\u2028").replace(
+            "\u2029", "\\u2029"
+        )
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT with control characters escaped: one record is one line, plus its traceback.
+
+    A traceback's own lines are indented, so no line of one starts the way a record does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(block: str) -> str:
+    return "\n".join("    " + escape_controls(line) for line in block.splitlines())
 
 
 def configure_logging(level: str, fmt: Literal["json", "text"] = "json") -> None:
     """Send every logger (uvicorn's included) to stderr in `fmt`."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -13,6 +14,25 @@ RelPath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 TagValue = Annotated[str, StringConstraints(max_length=1024)]
 Tags = Annotated[dict[TagKey, TagValue], Field(max_length=50)]
+
+# Integers the API takes are bounded so every one fits the database's column (a larger one
+# would be an OverflowError deep in the driver: a 500). Versions are INTEGER; offsets BIGINT.
+MAX_VERSION = 2**31 - 1
+MAX_OFFSET = 2**62
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+_ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def bounded_int(text: str, *, maximum: int) -> int | None:
+    """`text` as an int in [0, maximum] when it is plain ASCII digits, else None.
+
+    `str.isdigit()` is no guard: it accepts `²` and `٣`, which `int()` then refuses or reads.
+    """
+    if not _ASCII_DIGITS.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
 
 T = TypeVar("T")
 

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     # Comma-separated keys; or their SHA-256 hex digests, so no plain key sits in the environment.
     api_keys: SecretStr | None = None
     api_key_hashes: list[str] = Field(default_factory=list)
+    # With keys configured, also ask for one on /metrics (Prometheus can send a bearer token)...
+    metrics_require_key: bool = False
+    # ...and on /docs, /redoc and /openapi.json (a browser then needs a proxy that adds the header).
+    docs_require_key: bool = False
+    # Variables of the service's environment a local run may see besides PATH, locale, TZ, TMPDIR
+    # and the BLAS thread limits (CUDA_VISIBLE_DEVICES, HTTPS_PROXY...); never the service's own.
+    job_env_passthrough: list[str] = Field(default_factory=list)
     # Extra server-side script folders a job may name as its `source`.
     sources: dict[str, Path] = Field(default_factory=dict)
     # Folders a dataset registered by path may live in (besides data_dir).
@@ -122,6 +129,14 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("job_env_passthrough")
+    @classmethod
+    def _no_service_secrets(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name.isidentifier() or name.upper().startswith(("RUNYARD_", "AZURE_")):
+                raise ValueError(f"{name!r} cannot be passed to jobs: RUNYARD_* and AZURE_* belong to the service")
+        return names
 
     @model_validator(mode="after")
     def _whole_azure_workspace(self) -> Settings:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.core.errors import InvalidRequest, Overloaded
+from service.core.schemas import MAX_OFFSET, bounded_int
 from service.db.tables import Job
 from service.jobs import artifacts
 from service.jobs.schemas import LogChunk
@@ -50,10 +51,10 @@ def resume_offset(offset: int, last_event_id: str | None) -> int:
     """Where a stream starts: `Last-Event-ID` (a reconnect) wins over the `offset` query."""
     if last_event_id is None or not last_event_id.strip():
         return offset
-    text = last_event_id.strip()
-    if not text.isdigit():
-        raise InvalidRequest("Last-Event-ID must be a byte offset (a non-negative integer)")
-    return int(text)
+    resumed = bounded_int(last_event_id.strip(), maximum=MAX_OFFSET)
+    if resumed is None:
+        raise InvalidRequest(f"Last-Event-ID must be a byte offset (an integer from 0 to {MAX_OFFSET})")
+    return resumed
 
 
 def follow(runtime: Runtime, job_id: str, *, offset: int) -> EventSourceResponse:

@@ -12,7 +12,7 @@ from sse_starlette import EventSourceResponse
 from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS
 from service.core.errors import InvalidRequest
-from service.core.schemas import Page
+from service.core.schemas import MAX_OFFSET, Page
 from service.core.states import JobStatus
 from service.db.tables import Job, JobAttempt
 from service.jobs import artifacts, log_stream
@@ -119,7 +119,7 @@ def get_metric_history(
 )
 def get_logs(
     job_id: str, session: SessionDep, runtime: RuntimeDep,
-    offset: Annotated[int, Query(ge=0, description="byte offset")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="byte offset")] = 0,
     limit: Annotated[int, Query(ge=1, le=1_048_576, description="bytes")] = 65_536,
     follow: Annotated[bool, Query(description="stream `log` events until an `end` event with the status")] = False,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32,

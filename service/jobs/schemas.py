@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
-from service.core.schemas import ExperimentName, Name, RelPath, Strict, Tags
+from service.core.schemas import MAX_VERSION, ExperimentName, Name, RelPath, Strict, Tags
 from service.core.states import JobStatus
 
 
@@ -32,7 +32,7 @@ class DatasetArgument(Strict):
     """An argument bound to a dataset's folder on the compute target."""
 
     dataset: Name
-    version: int | None = Field(default=None, ge=1, description="omitted: the latest")
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION, description="omitted: the latest")
     mode: Literal["mount", "download"] = "mount"
 
 
@@ -60,7 +60,7 @@ class JobCreate(Strict):
     arguments: Annotated[list[Argument], Field(max_length=256)] = Field(default_factory=list)
     compute_target: Name = "local"
     environment: Name = "tutorial-env"
-    environment_version: int | None = Field(default=None, ge=1)
+    environment_version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
     tags: Tags = Field(default_factory=dict)
     max_retries: int = Field(default=0, ge=0, le=10, description="failed runs are resubmitted this many times")
     max_run_duration_seconds: int | None = Field(

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, delete, select
 from service.backends.base import Backend, RegisteredModel, RunRef
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.core.rundir import clean_relative
+from service.core.schemas import MAX_VERSION, bounded_int
 from service.core.states import JobStatus
 from service.db.pagination import keyset_page
 from service.db.tables import Job, ModelVersion
@@ -162,10 +163,10 @@ def get_version(session: Session, *, name: str, version: str) -> ModelVersion:
     stmt = select(ModelVersion).where(ModelVersion.name == name, col(ModelVersion.pending).is_(False))
     if version == "latest":
         stmt = stmt.order_by(col(ModelVersion.version).desc())
-    elif version.isdigit():
-        stmt = stmt.where(ModelVersion.version == int(version))
+    elif (number := bounded_int(version, maximum=MAX_VERSION)) is not None:
+        stmt = stmt.where(ModelVersion.version == number)
     else:
-        raise InvalidRequest("version must be a number or 'latest'")
+        raise InvalidRequest(f"version must be a number from 0 to {MAX_VERSION} or 'latest'")
     found = session.exec(stmt.limit(1)).first()
     if found is None:
         raise NotFound(f"model {name!r} version {version} does not exist")
