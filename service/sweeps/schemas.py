@@ -10,15 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, String
 from service.core.schemas import Strict
 from service.core.states import JobStatus
 from service.core.states import SweepStatus as SweepStatus  # the API and CLI name it from here
-from service.jobs.schemas import ArgText, FiniteFloat, JobCreate
+from service.jobs.schemas import FiniteFloat, JobCreate
 from service.models.schemas import ModelRegister
 
 MAX_TOTAL_RUNS = 1000
 MAX_CONCURRENT_RUNS = 100
+# A plan is every child's parameters, stored with the sweep: these keep a small request from
+# becoming a huge row (20 flags of 4 kB values x 1000 runs would be 82 MB).
+MAX_CHOICE_VALUES = MAX_TOTAL_RUNS
+MAX_VALUE_CHARS = 256
+MAX_PLAN_BYTES = 1_048_576
 
 Flag = Annotated[str, StringConstraints(pattern=r"^--?[A-Za-z][A-Za-z0-9_.-]{0,127}$")]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-Scalar = StrictBool | StrictInt | FiniteFloat | ArgText
+ValueText = Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)]
+Scalar = StrictBool | StrictInt | FiniteFloat | ValueText
 Bound = Annotated[float, Field(allow_inf_nan=False)]
 Slack = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -27,7 +33,7 @@ class Choice(Strict):
     """One of `values` (the only type grid sampling accepts)."""
 
     type: Literal["choice"]
-    values: Annotated[list[Scalar], Field(min_length=1, max_length=MAX_TOTAL_RUNS)]
+    values: Annotated[list[Scalar], Field(min_length=1, max_length=MAX_CHOICE_VALUES)]
 
 
 class Uniform(Strict):

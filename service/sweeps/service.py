@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from service.backends.targets import Backends
@@ -64,6 +65,9 @@ def create_sweep(
     if idempotency_key is not None and (existing := _by_key(session, idempotency_key, digest)) is not None:
         return Created(existing, replayed=True)
     sweep_sampling.validate(spec)
+    if backends.for_target(spec.job.compute_target).kind == "local":
+        catalog.check_server_paths((v for d in spec.search_space.values() for v in getattr(d, "values", ())),
+                                   settings=settings)
     seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**32)
     # Children submitted later must not pick up a dataset version registered mid-sweep.
     accepted = spec.model_copy(update={"seed": seed, "job": _pin_datasets(session, spec.job)})
@@ -133,8 +137,8 @@ def get_sweep(session: Session, *, sweep_id: str) -> Sweep:
 def list_sweeps(
     session: Session, *, experiment: str | None, status: SweepStatus | None, limit: int, cursor: str | None
 ) -> tuple[list[Sweep], str | None]:
-    """Sweeps newest first, filtered by experiment and status."""
-    stmt = select(Sweep)
+    """Sweeps newest first, filtered by experiment and status; their plans are not loaded."""
+    stmt = select(Sweep).options(defer(Sweep.plan))  # type: ignore[arg-type]
     if experiment is not None:
         stmt = stmt.where(Sweep.experiment == experiment)
     if status is not None:
@@ -204,7 +208,11 @@ def describe(session: Session, sweeps: list[Sweep]) -> list[SweepPublic]:
     for sweep_id, status, n in rows:
         if sweep_id is not None:
             counts[sweep_id][JobStatus(status)] = n
-    return [SweepPublic.model_validate(_fields(s, counts[s.id])) for s in sweeps]
+    # The plan's length, counted by the database: a page of sweeps never reads their plans.
+    totals: dict[str, int] = dict(session.exec(
+        select(Sweep.id, func.json_array_length(Sweep.plan)).where(col(Sweep.id).in_(list(counts)))
+    ).all())
+    return [SweepPublic.model_validate(_fields(s, counts[s.id], totals[s.id])) for s in sweeps]
 
 
 def detail(session: Session, sweep: Sweep) -> SweepDetail:
@@ -218,14 +226,14 @@ def detail(session: Session, sweep: Sweep) -> SweepDetail:
         for c in children
     ]
     counts = Counter(c.status for c in children)
-    return SweepDetail.model_validate({**_fields(sweep, counts), "children": table})
+    return SweepDetail.model_validate({**_fields(sweep, counts, len(sweep.plan)), "children": table})
 
 
-def _fields(sweep: Sweep, counts: Counter[JobStatus]) -> dict[str, Any]:
+def _fields(sweep: Sweep, counts: Counter[JobStatus], total: int) -> dict[str, Any]:
     done = {s: counts[s] for s in JobStatus if s.is_terminal()}
     launched = sum(counts.values())
     progress = SweepProgress(
-        total=len(sweep.plan), launched=launched, active=launched - sum(done.values()),
+        total=total, launched=launched, active=launched - sum(done.values()),
         completed=done[JobStatus.COMPLETED], failed=done[JobStatus.FAILED], canceled=done[JobStatus.CANCELED],
         early_terminated=len(sweep.terminated), done=sum(done.values()),
     )
