@@ -26,6 +26,8 @@ def settings(tmp_path: Path) -> Settings:
         local_max_concurrent=2,
         cancel_grace_seconds=1.0,
         sources={"testscripts": Path(__file__).parent / "scripts"},
+        # Test scripts get paths under the test's folder (a marker file, say): allowed like a dataset's.
+        dataset_roots=[tmp_path],
     )
 
 

@@ -98,9 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=str,
         dest="output_dir",
         default="outputs",
-        help="where the model is saved, relative to the working directory (default: outputs)",
+        help="where the model is saved, inside the working directory (default: outputs)",
     )
     return parser
+
+
+def inside_working_dir(output_dir: str) -> Path | None:
+    """`output_dir` resolved (symlinks too) when it stays inside the working directory, else None.
+
+    A run's folder is its working directory: a path leaving it could overwrite another run's
+    outputs or a registered model (`../../models/prod/1`).
+    """
+    here = Path.cwd().resolve()
+    target = (here / output_dir).resolve()
+    return target if target.is_relative_to(here) else None
 
 
 def build_model(solver: str, reg: float, max_iter: int) -> Any:
@@ -166,7 +177,11 @@ def _error(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the tutorial's training end to end; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    output_dir = inside_working_dir(args.output_dir)
+    if output_dir is None:
+        parser.error(f"--output-dir {args.output_dir!r} leaves the working directory; give a folder inside it")
     # Show convergence warnings (users want to know the solver stopped early) but
     # never let `-W error` or PYTHONWARNINGS turn them into a failed run.
     warnings.filterwarnings("default", category=ConvergenceWarning)
@@ -204,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.log("regularization rate", float(args.reg))
     run.log("accuracy", acc)
 
-    model_path = save_model(clf, Path(args.output_dir))
+    model_path = save_model(clf, output_dir)
     print("Model saved to", model_path, flush=True)
     return 0
 

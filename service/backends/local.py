@@ -28,6 +28,7 @@ from service.backends.base import (
     RunUpdate,
     SubmitRequest,
 )
+from service.core.checksums import tree_sha256
 from service.core.clock import utcnow
 from service.core.errors import BackendError
 from service.core.ids import new_id
@@ -37,6 +38,11 @@ from service.core.states import JobStatus
 log = logging.getLogger(__name__)
 LOCAL = "local"
 LOG_TAIL_LINES = 20
+# What a run gets from the service's environment: nothing else. Keys, the database URL and the
+# Azure credentials live there too, and any job script could read its own environment.
+INHERITED_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+RUNNER = Path(__file__).with_name("local_runner.py")
 
 
 class LocalBackend:
@@ -51,10 +57,12 @@ class LocalBackend:
         models_dir: Path,
         python: str = sys.executable,
         on_exit: Callable[[], None] | None = None,
+        env_passthrough: Sequence[str] = (),
     ) -> None:
         self.max_concurrent = max_concurrent
         self.models_dir = models_dir
         self.python = python
+        self.env_passthrough = tuple(env_passthrough)
         self._on_exit = on_exit
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
@@ -77,23 +85,11 @@ class LocalBackend:
             raise BackendError(f"script {request.script!r} not found in its source", transient=False)
         run_id = f"{request.experiment}_{int(datetime.now(UTC).timestamp())}_{new_id()[-8:].lower()}"
         _write_json(rundir.state / "run.json", {"run_id": run_id, "job_id": request.job_id})
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "RUNYARD_METRICS_FILE": str(rundir.metrics),
-            "RUNYARD_JOB_ID": request.job_id,
-            "RUNYARD_RUN_ID": run_id,
-        }
-        env.pop("AZUREML_RUN_ID", None)  # the trainer would log to an Azure run that isn't there
-        # N runs each starting one BLAS thread per core oversubscribe the CPU (3x the CPU time
-        # for the same fit, measured): give each run its share unless the user chose already.
-        share = str(max(1, (os.cpu_count() or 1) // self.max_concurrent))
-        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.setdefault(variable, share)
+        env = self.run_env(rundir, job_id=request.job_id, run_id=run_id)
         command = [
             self.python,
-            "-m",
-            "service.backends.local_runner",
+            "-I",  # the runner is standard library only: no PYTHON* variables, no user site
+            str(RUNNER),
             "--state-dir",
             str(rundir.state),
             "--log",
@@ -119,6 +115,28 @@ class LocalBackend:
             self._children[run_id] = child
         threading.Thread(target=self._reap, args=(run_id, child), daemon=True).start()
         return run_id
+
+    def run_env(self, rundir: RunDir, *, job_id: str, run_id: str) -> dict[str, str]:
+        """The whole environment of a run: an allow-list of the service's, and the run's own."""
+        names = (*INHERITED_ENV, *BLAS_THREADS, *self.env_passthrough)
+        env = {name: os.environ[name] for name in names if name in os.environ}
+        env.setdefault("PATH", os.defpath)
+        home = rundir.state / "home"  # caches land in the run's state, not the service user's home
+        home.mkdir(parents=True, exist_ok=True)
+        env |= {
+            "HOME": str(home),
+            "PYTHONUNBUFFERED": "1",
+            "RUNYARD_METRICS_FILE": str(rundir.metrics),
+            "RUNYARD_RUN_DIR": str(rundir.root),
+            "RUNYARD_JOB_ID": job_id,
+            "RUNYARD_RUN_ID": run_id,
+        }
+        # N runs each starting one BLAS thread per core oversubscribe the CPU (3x the CPU time
+        # for the same fit, measured): give each run its share unless the operator chose already.
+        share = str(max(1, (os.cpu_count() or 1) // self.max_concurrent))
+        for variable in BLAS_THREADS:
+            env.setdefault(variable, share)
+        return env
 
     def _reap(self, run_id: str, child: subprocess.Popen[bytes]) -> None:
         child.wait()
@@ -200,14 +218,18 @@ class LocalBackend:
         source = RunDir(run.run_dir).resolve(model_path)
         target = self.models_dir / model_name / str(version)
         if target.exists():
+            _make_writable(target)
             shutil.rmtree(target)  # left by a registration whose commit failed
         target.mkdir(parents=True)
         if source.is_dir():
             shutil.copytree(source, target / source.name, symlinks=False)
         else:
             shutil.copy2(source, target / source.name)
+        # The registry's copy is out of the run folder and read-only, and its digest is recorded:
+        # a later run writing there is refused (for another user) and caught when served.
+        _make_read_only(target)
         files = tuple(p.relative_to(target).as_posix() for p in sorted(target.rglob("*")) if p.is_file())
-        return RegisteredModel(location=str(target), files=files)
+        return RegisteredModel(location=str(target), files=files, sha256=tree_sha256(target / source.name))
 
     def describe(self) -> list[ComputeInfo]:
         return [ComputeInfo(name=LOCAL, kind="local", state="ready", max_concurrent=self.max_concurrent)]
@@ -243,6 +265,18 @@ def _outcome(run: RunRef, rundir: RunDir, exit_info: dict[str, Any] | None) -> _
     if run.cancel_requested:
         return _Outcome("Canceled", JobStatus.CANCELED, code, "canceled on request", ended)
     return _Outcome("Failed", JobStatus.FAILED, code, _failure(code, rundir), ended)
+
+
+def _make_read_only(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+def _make_writable(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
 
 
 def _argv(arg: Arg) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -124,6 +125,34 @@ def create_dataset(session: Session, *, spec: DatasetCreate, settings: Settings)
             raise InvalidRequest(f"path {spec.path!r} is not a folder on the server")
         path = str(folder)
     return _add_dataset_version(session, name=spec.name, path=path, uri=spec.uri, description=spec.description)
+
+
+def check_server_paths(values: Iterable[object], *, settings: Settings) -> None:
+    """Refuse job arguments naming a server path outside the dataset roots (422).
+
+    A local run reads and writes as the service's user: an argument such as `--data-folder /etc`
+    or `--out=../../models/m/1` would point a script at files the caller has no business with.
+    Absolute paths inside the datasets folder or `RUNYARD_DATASET_ROOTS` are fine; a relative path
+    with `..` is refused outright (it is relative to a run folder the caller does not choose).
+    """
+    roots = [settings.datasets_dir.resolve(), *(r.resolve() for r in settings.dataset_roots)]
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        for text in {value, value.split("=", 1)[-1]}:
+            path = PurePosixPath(text)
+            if ".." in path.parts and not path.is_absolute():
+                raise InvalidRequest(f"argument {value!r} climbs out of the run folder with '..'")
+            if text.startswith(("/", "~")):
+                try:
+                    folder = Path(text).expanduser().resolve()
+                except (ValueError, OSError, RuntimeError) as exc:
+                    raise InvalidRequest(f"argument {value!r} is not a usable path: {exc}") from exc
+                if not any(folder.is_relative_to(root) for root in roots):
+                    raise InvalidRequest(
+                        f"argument {value!r} names a server path outside the dataset roots "
+                        f"({', '.join(map(str, roots))}); register the folder as a dataset instead"
+                    )
 
 
 def _add_dataset_version(

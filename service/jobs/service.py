@@ -67,7 +67,8 @@ def submit_job(
         existing = _by_key(session, idempotency_key, digest)
         if existing is not None:
             return Submitted(existing, replayed=True)
-    backends.for_target(spec.compute_target)
+    if backends.for_target(spec.compute_target).kind == "local":  # Azure runs see their own machine
+        catalog.check_server_paths(spec.arguments, settings=settings)
     sources = settings.source_folders()
     if spec.source not in sources:
         raise NotFound(f"source {spec.source!r} does not exist")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,11 +79,12 @@ def test_failing_script_reports_exit_code_and_log_tail(client: TestClient) -> No
     assert "sleeper done" in job["error"]
 
 
-def test_trainer_without_data_fails_with_its_message(client: TestClient) -> None:
-    job_id = client.post("/v1/jobs", json=tutorial_job(arguments=["--data-folder", "/nonexistent"])).json()["id"]
+def test_trainer_without_data_fails_with_its_message(client: TestClient, tmp_path: Path) -> None:
+    missing = str(tmp_path / "nonexistent")  # inside a dataset root, so the run starts
+    job_id = client.post("/v1/jobs", json=tutorial_job(arguments=["--data-folder", missing])).json()["id"]
     job = wait_for(client, job_id)
     assert job["status"] == "failed"
-    assert "/nonexistent" in job["error"]
+    assert missing in job["error"]
 
 
 def test_idempotency_key_replays_and_conflicts(client: TestClient) -> None:
