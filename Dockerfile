@@ -1,6 +1,8 @@
 # runyard in a container: the API plus the `local` compute target (runs execute inside the container).
 #   docker build -t runyard .            (or `docker compose build`, see docker-compose.yml)
-FROM python:3.11-slim
+# Pinned by digest: a rebuild gets the same base, not whatever the tag points at that day.
+# Refresh it deliberately: docker buildx imagetools inspect python:3.11-slim
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -33,7 +35,7 @@ RUN pip install --no-deps -e . \
     && mkdir -p /data \
     && chown runyard:runyard /data
 
-# Listening on all interfaces needs RUNYARD_API_KEYS (the service refuses to start without).
+# Listening on all interfaces needs RUNYARD_API_KEYS (without, the service refuses to start).
 ENV RUNYARD_HOST=0.0.0.0 \
     RUNYARD_PORT=8000 \
     RUNYARD_DATA_DIR=/data

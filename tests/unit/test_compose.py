@@ -17,6 +17,7 @@ from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = Settings(_env_file=None)  # type: ignore[call-arg]
+README_TEXT = (ROOT / "README.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,8 @@ def test_port_host_and_data_dir_match_the_settings(compose: dict[str, Any], dock
     service = compose["services"]["runyard"]
     env = env_of(service)
     published = [str(p).rsplit(":", 1)[-1] for p in service["ports"]]
+    # Published on loopback unless the operator names another address.
+    assert [str(p).split("}", 1)[0] for p in service["ports"]] == ["${PUBLISH_ADDRESS:-127.0.0.1"]
     assert published == [env["RUNYARD_PORT"]] == [str(DEFAULTS.port)]
     assert instructions(dockerfile, "EXPOSE") == [str(DEFAULTS.port)]
     assert env["RUNYARD_HOST"] == "0.0.0.0"
@@ -96,7 +99,8 @@ def test_healthchecks_probe_a_route_the_app_serves(compose: dict[str, Any],
 
 
 def test_the_image_runs_as_a_user_under_an_init(dockerfile: list[tuple[str, str]]) -> None:
-    assert instructions(dockerfile, "FROM") == ["python:3.11-slim"]
+    (base,) = instructions(dockerfile, "FROM")
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", base), "pin the base image by digest"
     (user,) = instructions(dockerfile, "USER")
     assert user not in {"root", "0"}
     assert "tini" in instructions(dockerfile, "ENTRYPOINT")[0]
@@ -130,6 +134,15 @@ def test_the_postgres_profile_is_wired(compose: dict[str, Any], dockerfile: list
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(dep.startswith("psycopg[binary]") for dep in extras["postgres"])
     assert "EXTRAS=postgres" in instructions(dockerfile, "ARG")
+
+
+def test_postgres_is_pinned_and_has_no_default_password(compose: dict[str, Any]) -> None:
+    postgres = compose["services"]["postgres"]
+    assert re.fullmatch(r"postgres:17@sha256:[0-9a-f]{64}", postgres["image"])
+    password = postgres["environment"]["POSTGRES_PASSWORD"]
+    # Only `${POSTGRES_PASSWORD}` with an empty default: the image then refuses to initialise.
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD(:-)?\}", password), password
+    assert "runyard:runyard@" not in (ROOT / "docker-compose.yml").read_text() + README_TEXT
 
 
 def test_an_empty_database_url_means_sqlite_in_the_data_dir(tmp_path: Path) -> None:
