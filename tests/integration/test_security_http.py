@@ -15,7 +15,7 @@ from service.app import create_app
 from service.core.errors import BackendError
 from service.core.logs import configure_logging
 from service.core.settings import Settings
-from tests.conftest import script_job
+from tests.support.jobs import script_job
 
 KEY = "k-security-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -145,7 +145,7 @@ def test_digits_that_are_not_plain_ascii_or_too_large_are_a_422(client: TestClie
     # Header bytes are read as latin-1: b"\xb2" is "²", which str.isdigit() accepts and int() refuses.
     for last_event_id in ("²".encode("latin-1"), "٣".encode(), b"99999999999999999999999", b"1e3", b"-1"):
         response = client.get(f"/v1/jobs/{job}/logs", params={"follow": "true"},
-                              headers={"Last-Event-ID": last_event_id})  # type: ignore[dict-item]
+                              headers={"Last-Event-ID": last_event_id})
         assert response.status_code == 422, last_event_id
         assert response.headers["content-type"].startswith("application/problem+json")
     for version in ("²", "٣", "99999999999999999999999", "2147483648"):

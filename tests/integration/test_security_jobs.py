@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import select
 
 from service.app import create_app
 from service.backends.base import RunRef
 from service.backends.local import LocalBackend
 from service.core.checksums import tree_sha256
 from service.core.settings import Settings
-from tests.conftest import script_job, tutorial_job, wait_for
+from service.db.tables import ModelVersion
+from tests.support.jobs import script_job, tutorial_job, wait_for
 from trainer import train
 
 SECRETS = {
@@ -93,6 +95,9 @@ def test_a_job_cannot_overwrite_a_registered_model(client: TestClient, settings:
     assert registered.status_code == 201, registered.text
     stored = settings.models_dir / "prod-model" / "1" / "sklearn_mnist_model.pkl"
     before = stored.read_bytes()
+    with client.app.state.runtime.db.session() as session:  # type: ignore[attr-defined]
+        row = session.exec(select(ModelVersion).where(ModelVersion.name == "prod-model")).one()
+    assert row.sha256 == hashlib.sha256(before).hexdigest()  # recorded with the version
 
     attack = tutorial_job(arguments=["--data-folder", {"dataset": "digits"}, "--regularization", 5,
                                      "--output-dir", "../../models/prod-model/1"])

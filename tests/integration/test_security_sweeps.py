@@ -29,7 +29,7 @@ def problem_of(response: Any) -> str:
 
 def test_the_reported_amplification_is_refused_with_a_clear_422(client: TestClient) -> None:
     # The review's request: 20 flags of 4,096-character choices, 1,000 runs (82 MB of plan).
-    space = {f"--f{i}": {"type": "choice", "values": [f"{i}" * 4096]} for i in range(20)}
+    space: dict[str, Any] = {f"--f{i}": {"type": "choice", "values": [f"{i}" * 4096]} for i in range(20)}
     assert "at most 256 characters" in problem_of(client.post("/v1/sweeps", json=sweep(space)))
 
     # Within the per-value limit, the plan as a whole is bounded too.
