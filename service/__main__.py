@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from service.core.settings import get_settings
+import sys
+
+from service.core.settings import InvalidSettings, get_settings
 from service.server import serve
 
 
 def main() -> None:
-    serve(get_settings())
+    try:
+        settings = get_settings()
+    except InvalidSettings as exc:
+        sys.exit(f"runyard: invalid setting: {exc}")
+    serve(settings)
 
 
 if __name__ == "__main__":

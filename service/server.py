@@ -80,7 +80,7 @@ def limited_protocol(settings: Settings) -> type[H11Protocol]:
 
 def serve(settings: Settings) -> None:
     """Configure logging, then run uvicorn on the settings' host and port until stopped."""
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.resolved_log_format())
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port,
         log_level=settings.log_level.lower(),

@@ -38,8 +38,7 @@ class ApiKeys:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiKeys:
-        plain = settings.api_keys.get_secret_value() if settings.api_keys else ""
-        digests = {digest(k.strip()) for k in plain.split(",") if k.strip()}
+        digests = {digest(k) for k in settings.plain_api_keys()}
         digests |= {d.strip().lower() for d in settings.api_key_hashes}
         return cls(frozenset(digests))
 

@@ -36,6 +36,13 @@ def problem(
     return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _body_not_json(request: Request, exc: RequestValidationError) -> bool:
+    """A body was expected and came with another media type: FastAPI then reads it as text, not JSON."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    is_json = media == "application/json" or media.endswith("+json")
+    return not is_json and any(list(e.get("loc", ()))[:1] == ["body"] for e in exc.errors())
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on `app`."""
 
@@ -64,10 +71,19 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _body_not_json(request, exc):
+            given = request.headers.get("content-type") or "none"
+            return problem(415, "Unsupported media type",
+                           f"send the body as JSON with the header Content-Type: application/json (got {given})",
+                           request)
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
-        return problem(422, "Invalid request", "the request does not match the schema", request, errors=errors)
+        # The detail alone says what to fix: where and why, for the first few errors (all are in `errors`).
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        detail = f"the request does not match the schema: {reasons}{more}" if reasons else "the request is invalid"
+        return problem(422, "Invalid request", detail, request, errors=errors)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from service.backends.base import Backend
-from service.core.errors import NotFound
+from service.core.suggest import unknown
 
 
 class Backends:
@@ -23,7 +23,7 @@ class Backends:
         try:
             return self._by_target[target]
         except KeyError:
-            raise NotFound(f"compute target {target!r} does not exist") from None
+            raise unknown("compute target", target, self._by_target) from None
 
     def targets(self) -> list[str]:
         return list(self._by_target)

@@ -16,6 +16,7 @@ from service.catalog.schemas import DatasetCreate, EnvironmentCreate
 from service.core.clock import utcnow
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.core.settings import Settings
+from service.core.suggest import unknown
 from service.db.pagination import keyset_page
 from service.db.repository import add_numbered, insert_if_absent
 from service.db.tables import Dataset, Environment, Experiment
@@ -89,8 +90,9 @@ def get_environment(session: Session, *, name: str, version: int | None) -> Envi
     stmt = stmt.where(Environment.version == version) if version else stmt.order_by(col(Environment.version).desc())
     env = session.exec(stmt.limit(1)).first()
     if env is None:
-        what = f"environment {name!r}" + (f" version {version}" if version else "")
-        raise NotFound(f"{what} does not exist")
+        if version is None:
+            raise unknown("environment", name, session.exec(select(Environment.name).distinct()))
+        raise NotFound(f"environment {name!r} version {version} does not exist")
     return env
 
 
@@ -172,8 +174,9 @@ def get_dataset(session: Session, *, name: str, version: int | None) -> Dataset:
     stmt = stmt.where(Dataset.version == version) if version else stmt.order_by(col(Dataset.version).desc())
     dataset = session.exec(stmt.limit(1)).first()
     if dataset is None:
-        what = f"dataset {name!r}" + (f" version {version}" if version else "")
-        raise NotFound(f"{what} does not exist")
+        if version is None:
+            raise unknown("dataset", name, session.exec(select(Dataset.name).distinct()))
+        raise NotFound(f"dataset {name!r} version {version} does not exist")
     return dataset
 
 

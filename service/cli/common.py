@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from service.cli.render import safe, table
 from service.client.http import DEFAULT_URL, ApiError, Client, StreamInterrupted, WaitTimeout
 from service.core.states import JobStatus
 from service.jobs.schemas import JobPublic
@@ -32,7 +34,14 @@ EXIT_INTERRUPTED = 130
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+def flag(*names: str, help: str) -> Any:  # noqa: A002 - typer's own name
+    """A boolean option shown as a flag in --help (no `<bool>` value column)."""
+    return typer.Option(*names, metavar="", help=help)
+
+
+JsonOption = Annotated[bool, flag("--json", help="Print JSON for scripts instead of tables.")]
+TimeoutOption = Annotated[float | None, typer.Option(
+    min=0, help="With --wait or --follow: give up after this many seconds (the job keeps running).")]
 
 STATUS_STYLE = {
     JobStatus.QUEUED: "blue", JobStatus.STARTING: "blue", JobStatus.RUNNING: "cyan",
@@ -59,18 +68,26 @@ def target(ctx: typer.Context) -> Target:
 
 
 def fail(message: str, code: int = EXIT_API_ERROR) -> NoReturn:
-    """Print `message` on stderr and exit with `code`."""
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """Print `message` (plain text, never markup) on stderr and exit with `code`."""
+    err.print(f"[bold red]error:[/] {safe(message)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def problem_message(exc: ApiError) -> str:
+    """The title, the detail and each reason of the problem's `errors[]`; a 401 says how to pass a key."""
+    message = f"{exc.title} ({exc.status}): {exc.explained}"
+    if exc.status == 401:
+        message += "\n  pass the key with --api-key KEY (before or after the command) or set RUNYARD_API_KEY"
+    return message
 
 
 @contextmanager
 def api_errors(where: Target) -> Iterator[None]:
-    """Turn client errors into one readable line and an exit code."""
+    """Turn client errors into a readable message and an exit code."""
     try:
         yield
     except ApiError as exc:
-        fail(f"{exc.title} ({exc.status}): {exc.detail}")
+        fail(problem_message(exc))
     except httpx.ConnectError:
         fail(f"cannot reach runyard at {where.url}; is it running? (`runyard serve`, or set RUNYARD_URL)")
     except httpx.HTTPError as exc:
@@ -104,9 +121,39 @@ def styled(status: JobStatus) -> str:
     return f"[{STATUS_STYLE.get(status, 'white')}]{status.value}[/]"
 
 
-def when(value: datetime | None) -> str:
-    """A timestamp in local time, to the second."""
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+def tags_text(tags: dict[str, str]) -> str:
+    """Tags as `k=v k=v`, safe for markup."""
+    return safe(" ".join(f"{k}={v}" for k, v in sorted(tags.items())))
+
+
+class Expired(Exception):
+    """`--timeout` ran out while following."""
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise `Expired` in this (main) thread after `seconds`, even inside a blocking read."""
+    if seconds is None:
+        yield
+        return
+
+    def expire(*_: object) -> None:
+        raise Expired
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def when(value: datetime | None, *, short: bool = False) -> str:
+    """A timestamp in local time, to the second (`short`: month, day, hour and minute, for tables)."""
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
 
 
 def duration(job: JobPublic) -> str:
@@ -120,15 +167,15 @@ def duration(job: JobPublic) -> str:
 
 
 def metrics_table(metrics: dict[str, float]) -> Table:
-    table = Table("metric", "value", box=None, header_style="bold")
+    grid = table("metric", "value", whole=("value",))
     for name, value in sorted(metrics.items()):
-        table.add_row(name, f"{value:.6g}")
-    return table
+        grid.add_row(safe(name), f"{value:.6g}")
+    return grid
 
 
 def summary(job: JobPublic, metrics: dict[str, float]) -> None:
     """The final lines of `submit --follow`, `logs -f` and `submit --wait`."""
-    out.print(f"job {job.id} {styled(job.status)}" + (f": {job.error}" if job.error else ""))
+    out.print(f"job {job.id} {styled(job.status)}" + (f": {safe(job.error)}" if job.error else ""))
     if metrics:
         out.print(metrics_table(metrics))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from service.cli.common import JsonOption, api_errors, emit_json, out, target, when
+from service.cli.common import JsonOption, api_errors, emit_json, out, pairs, target, when
+from service.cli.render import safe, table
 
 DEFAULT_MODEL_PATH = "outputs/sklearn_mnist_model.pkl"
 
@@ -31,21 +31,21 @@ def models(
             if as_json:
                 emit_json(list(found))
                 return
-            table = Table("model", "latest version", "versions", header_style="bold")
+            grid = table("model", "latest version", "versions", whole=("latest version", "versions"))
             for model in found:
-                table.add_row(model.name, str(model.latest_version), str(model.versions))
-            out.print(table if found else "no models registered yet")
+                grid.add_row(safe(model.name), str(model.latest_version), str(model.versions))
+            out.print(grid if found else "no models registered yet")
             return
         versions = client.model_versions(name)
     if as_json:
         emit_json(list(versions))
         return
-    table = Table("version", "job", "run", "metrics", "tags", "registered", header_style="bold")
+    grid = table("version", "job", "metrics", "tags", "registered", whole=("version", "job", "registered"))
     for v in versions:
         numbers = " ".join(f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}" for k, val in v.metrics.items())
         tags = " ".join(f"{k}={val}" for k, val in sorted(v.tags.items()))
-        table.add_row(str(v.version), v.job_id or "-", v.run_id or "-", numbers, tags, when(v.created_at))
-    out.print(table)
+        grid.add_row(str(v.version), v.job_id or "-", safe(numbers), safe(tags), when(v.created_at, short=True))
+    out.print(grid)
 
 
 def register_model(
@@ -57,11 +57,11 @@ def register_model(
     as_json: JsonOption = False,
 ) -> None:
     """Register a model from a completed job's outputs; each registration is a new version."""
-    tags = dict(item.partition("=")[::2] for item in tag or [])
+    tags = pairs(tag or [], "--tag")
     where = target(ctx)
     with api_errors(where), where.client() as client:
         version = client.register_model(job_id, model_name=name, model_path=path, tags=tags)
     if as_json:
         emit_json(version)
     else:
-        out.print(f"registered [bold]{version.name}[/] version {version.version} from job {job_id}")
+        out.print(f"registered [bold]{safe(version.name)}[/] version {version.version} from job {safe(job_id)}")

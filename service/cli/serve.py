@@ -16,24 +16,23 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Interface to listen on [RUNYARD_HOST, 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [RUNYARD_PORT, 8000].")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Runs, models, db [RUNYARD_DATA_DIR, .runyard].")] = None,
-    log_format: Annotated[str | None, typer.Option(help="json or text [RUNYARD_LOG_FORMAT, json].")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on \\[RUNYARD_HOST, 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port \\[RUNYARD_PORT, 8000].")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Runs, models, db \\[RUNYARD_DATA_DIR, .runyard].")] = None,
+    log_format: Annotated[str | None, typer.Option(
+        help="auto, json or text \\[RUNYARD_LOG_FORMAT, auto: text on a terminal].")] = None,
 ) -> None:
     """Start the service (the same as `python -m service`); other settings come from RUNYARD_* variables."""
     # Imported here: the client commands start faster without the server's dependencies.
-    from pydantic import ValidationError
-
-    from service.core.settings import Settings
+    from service.core.settings import InvalidSettings, load_settings
     from service.server import serve as run_server
 
     overrides: dict[str, Any] = {k: v for k, v in
                                  {"host": host, "port": port, "data_dir": data_dir, "log_format": log_format}.items()
                                  if v is not None}
     try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        fail(f"invalid settings: {exc}", EXIT_USAGE)
+        settings = load_settings(**overrides)
+    except InvalidSettings as exc:
+        fail(f"invalid setting: {exc}", EXIT_USAGE)
     run_server(settings)
 

@@ -21,6 +21,7 @@ from service.cli.common import (
     api_errors,
     err,
     fail,
+    flag,
     load_json,
     out,
     parse_dataset,
@@ -28,6 +29,7 @@ from service.cli.common import (
     target,
     when,
 )
+from service.cli.render import safe, table
 from service.client.http import Client, WaitTimeout
 from service.sweeps.schemas import SweepDetail, SweepPublic, SweepStatus
 
@@ -67,7 +69,7 @@ def sweep_command(
     max_concurrent_runs: Annotated[int | None, typer.Option(help="Children running at once (default: 2).")] = None,
     primary_metric: Annotated[str | None, typer.Option(
         help="The metric that ranks children (default: accuracy).")] = None,
-    minimize: Annotated[bool, typer.Option("--minimize", help="Lower is better (default: higher).")] = False,
+    minimize: Annotated[bool, flag("--minimize", help="Lower is better (default: higher).")] = False,
     early_termination: Annotated[str | None, typer.Option(help="median or bandit.")] = None,
     delay_evaluation: Annotated[int, typer.Option(help="First step early termination applies at.")] = 0,
     slack_factor: Annotated[float, typer.Option(help="Bandit's slack factor.")] = 0.1,
@@ -76,8 +78,9 @@ def sweep_command(
     model_path: Annotated[str, typer.Option(help="The model file in the children's outputs.")] = DEFAULT_MODEL_PATH,
     idempotency_key: Annotated[str | None, typer.Option(
         help="Retries with the same key return the same sweep.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", "-w", help="Show progress until the sweep ends.")] = False,
-    timeout: Annotated[float | None, typer.Option(help="With --wait: give up after this many seconds.")] = None,
+    wait: Annotated[bool, flag("--wait", "-w", help="Show progress until the sweep ends.")] = False,
+    timeout: Annotated[float | None, typer.Option(
+        min=0, help="With --wait: give up after this many seconds (the sweep keeps running).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start a sweep: train the tutorial's model over a search space and keep the best child.
@@ -134,16 +137,17 @@ def sweeps_command(
     if as_json:
         typer.echo(json.dumps([s.model_dump(mode="json") for s in items], indent=2))
         return
-    table = Table("sweep", "status", "progress", "best", "created", header_style="bold")
+    grid = table("sweep", "status", "progress", "best", "created", whole=("sweep", "status", "progress", "created"))
     for s in items:
         best = f"{s.primary_metric} {s.best_metric:.4g}" if s.best_metric is not None else "-"
-        table.add_row(s.id, s.status.value, f"{s.progress.done}/{s.progress.total}", best, when(s.created_at))
-    out.print(table if items else "no sweeps yet")
+        grid.add_row(s.id, s.status.value, f"{s.progress.done}/{s.progress.total}", safe(best),
+                     when(s.created_at, short=True))
+    out.print(grid if items else "no sweeps yet")
 
 
 def show_command(
     ctx: typer.Context, sweep_id: SweepId,
-    wait: Annotated[bool, typer.Option("--wait", "-w", help="Show progress until the sweep ends.")] = False,
+    wait: Annotated[bool, flag("--wait", "-w", help="Show progress until the sweep ends.")] = False,
     timeout: Annotated[float | None, typer.Option(help="With --wait: give up after this many seconds.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -156,12 +160,15 @@ def show_command(
     _report(sweep, as_json=as_json)
 
 
-def cancel_command(ctx: typer.Context, sweep_id: SweepId) -> None:
+def cancel_command(ctx: typer.Context, sweep_id: SweepId, as_json: JsonOption = False) -> None:
     """Cancel a sweep: no more children start, running ones are canceled."""
     where = target(ctx)
     with api_errors(where), where.client() as client:
         sweep = client.cancel_sweep(sweep_id)
-    out.print(f"sweep {sweep.id} {sweep.status.value}")
+    if as_json:
+        typer.echo(sweep.model_dump_json(indent=2))
+    else:
+        out.print(f"sweep {sweep.id} {sweep.status.value}")
 
 
 def progress_line(sweep: SweepPublic) -> str:
@@ -176,14 +183,15 @@ def progress_line(sweep: SweepPublic) -> str:
 
 def children_table(sweep: SweepDetail) -> Table:
     """The children: job, parameters, status, primary metric; the best one starred."""
-    table = Table("#", "job", "params", "status", sweep.primary_metric, header_style="bold")
+    metric = safe(sweep.primary_metric)
+    grid = table("#", "job", "params", "status", metric, whole=("#", "job", metric))
     for child in sweep.children:
         value = "-" if child.primary_metric is None else f"{child.primary_metric:.4f}"
         star = " *" if child.job_id == sweep.best_job_id else ""
         status = child.status.value + (" (stopped early)" if child.early_terminated else "")
         params = " ".join(f"{k}={v}" for k, v in child.params.items())
-        table.add_row(str(child.index), child.job_id, params, status, value + star)
-    return table
+        grid.add_row(str(child.index), child.job_id, safe(params), status, value + star)
+    return grid
 
 
 def _watch(client: Client, sweep: SweepDetail, timeout: float | None, *, as_json: bool) -> int:
@@ -208,20 +216,20 @@ def _report(sweep: SweepDetail, *, as_json: bool) -> None:
         typer.echo(sweep.model_dump_json(indent=2))
         return
     out.print(children_table(sweep))
-    out.print(progress_line(sweep) + (f" [red]{sweep.error}[/]" if sweep.error else ""))
+    out.print(safe(progress_line(sweep)) + (f" [red]{safe(sweep.error)}[/]" if sweep.error else ""))
     if sweep.registered_model:
-        out.print(f"registered {sweep.registered_model.name} version {sweep.registered_model.version}")
+        out.print(f"registered {safe(sweep.registered_model.name)} version {sweep.registered_model.version}")
 
 
 @contextlib.contextmanager
 def _status(first: str) -> Iterator[Any]:
     """A live status line on a terminal; elsewhere, one printed line per change."""
     if not err.is_terminal:
-        err.print(first)
-        yield err.print
+        err.print(safe(first))
+        yield lambda line: err.print(safe(line))
         return
-    with err.status(first, spinner="dots") as spinner:
-        yield spinner.update
+    with err.status(safe(first), spinner="dots") as spinner:
+        yield lambda line: spinner.update(safe(line))
 
 
 def _fixed_args(items: list[str]) -> list[Any]:

@@ -45,8 +45,9 @@ class ApiError(Exception):
         self.title = str(problem.get("title", "Error"))
         self.detail = str(problem.get("detail", ""))
         self.reasons = problem_reasons(self.problem)
-        message = f"{status} {self.title}: {self.detail}"
-        super().__init__(message + "".join(f"\n  {reason}" for reason in self.reasons))
+        # The detail, then each reason it does not already say (runyard's detail names the first few).
+        self.explained = self.detail + "".join(f"\n  {r}" for r in self.reasons if r not in self.detail)
+        super().__init__(f"{status} {self.title}: {self.explained}")
 
 
 def problem_reasons(problem: Mapping[str, Any]) -> list[str]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import resource
+import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +70,7 @@ class Settings(BaseSettings):
     min_free_disk_mb: float = Field(default=100.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_log_read_bytes: int = Field(default=1_048_576, ge=1024)
-    # Comma-separated keys; or their SHA-256 hex digests, so no plain key sits in the environment.
+    # Comma-separated keys or a JSON list; or their SHA-256 hex digests, so no plain key sits in the environment.
     api_keys: SecretStr | None = None
     api_key_hashes: list[str] = Field(default_factory=list)
     # With keys configured, also ask for one on /metrics (Prometheus can send a bearer token)...
@@ -82,8 +85,8 @@ class Settings(BaseSettings):
     # Folders a dataset registered by path may live in (besides data_dir).
     dataset_roots: list[Path] = Field(default_factory=lambda: [Path("/usr/share/datasets")])
     log_level: str = "INFO"
-    # One JSON object per line for log shippers; "text" for reading in a terminal.
-    log_format: Literal["json", "text"] = "json"
+    # One JSON object per line for log shippers; "text" for reading in a terminal; "auto": text on a terminal.
+    log_format: Literal["auto", "json", "text"] = "auto"
     # Comment lines sent on an idle `logs?follow=true` stream so proxies and clients see it alive.
     log_follow_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # Open `logs?follow=true` streams, in all and per job; past either a new one gets 503.
@@ -148,6 +151,34 @@ class Settings(BaseSettings):
             raise ValueError("azureml_compute_targets has duplicate names")
         return self
 
+    def plain_api_keys(self) -> list[str]:
+        """The keys of `RUNYARD_API_KEYS`: a JSON list (as every list setting), or comma-separated."""
+        raw = self.api_keys.get_secret_value().strip() if self.api_keys else ""
+        if raw.startswith("["):
+            keys = json.loads(raw)  # checked by _api_keys_list below
+            return [str(k).strip() for k in keys if str(k).strip()]
+        return [k.strip() for k in raw.split(",") if k.strip()]
+
+    def resolved_log_format(self) -> Literal["json", "text"]:
+        """`auto` is text when stderr is a terminal (a person reads it), JSON otherwise (a collector does)."""
+        if self.log_format == "auto":
+            return "text" if sys.stderr.isatty() else "json"
+        return self.log_format
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_list(cls, value: SecretStr | None) -> SecretStr | None:
+        raw = value.get_secret_value().strip() if value else ""
+        if raw.startswith("["):
+            try:
+                keys = json.loads(raw)
+            except ValueError as exc:
+                raise ValueError(f"not valid JSON ({exc}); give a JSON list of strings or comma-separated keys") \
+                    from None
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise ValueError("give a JSON list of strings or comma-separated keys")
+        return value
+
     @property
     def azureml_configured(self) -> bool:
         """True when an Azure ML workspace is configured."""
@@ -175,7 +206,54 @@ class Settings(BaseSettings):
         return {"trainer": REPO_ROOT / "trainer", **self.sources}
 
 
+EXPECTS = {
+    "sources": 'a JSON object of name -> folder, e.g. {"mine": "/srv/scripts"}',
+    "dataset_roots": 'a JSON list of folders, e.g. ["/srv/data"]',
+    "api_key_hashes": 'a JSON list of SHA-256 hex digests',
+    "azureml_compute_targets": 'a JSON list of objects, e.g. [{"name": "cpu-cluster"}]',
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field."""
+    alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"RUNYARD_{field.upper()}"
+
+
+def describe_error(exc: Exception) -> str:
+    """A bad setting as one line per problem: the RUNYARD_* variable, what is wrong, what it expects."""
+    if isinstance(exc, ValidationError):
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            where = env_name(field) if field else "settings"
+            detail = ".".join(str(p) for p in error["loc"][1:])
+            expects = f" (expects {EXPECTS[field]})" if field in EXPECTS else ""
+            lines.append(f"{where}{'.' + detail if detail else ''}: {error['msg']}{expects}")
+        return "\n".join(lines)
+    found = re.search(r'field "(\w+)"', str(exc))
+    field = found.group(1) if found else ""
+    if field in Settings.model_fields:
+        expects = EXPECTS.get(field, "JSON")
+        return f"{env_name(field)}: not valid JSON; expects {expects}"
+    return str(exc)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and `overrides`); a bad value raises `InvalidSettings` naming its variable."""
+    try:
+        return Settings(**overrides)
+    except (ValidationError, SettingsError) as exc:
+        raise InvalidSettings(describe_error(exc)) from None
+
+
+class InvalidSettings(ValueError):
+    """A RUNYARD_* variable does not parse; the message names it and what it expects."""
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings; tests build their own `Settings` instead."""
-    return Settings()
+    return load_settings()

@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from service.core.errors import NotFound
 from service.core.rundir import RunDir, clean_relative
+from service.core.suggest import unknown
 from service.db.pagination import decode_cursor, encode_cursor, keyset_page
 from service.db.tables import Job, MetricPoint
 from service.jobs.schemas import FilePublic, LogChunk
@@ -52,7 +53,8 @@ def metric_history(
         session, stmt, [col(MetricPoint.id)], lambda p: [p.id], limit=limit, cursor=cursor
     )
     if not points and cursor is None:
-        raise NotFound(f"job {job_id} has no metric {name!r}")
+        names = session.exec(select(MetricPoint.name).where(MetricPoint.job_id == job_id).distinct())
+        raise unknown("metric", name, names, where=f" in job {job_id}")
     return points, next_cursor
 
 

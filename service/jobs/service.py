@@ -20,6 +20,7 @@ from service.core.ids import new_id
 from service.core.rundir import confined
 from service.core.settings import Settings
 from service.core.states import JobStatus
+from service.core.suggest import unknown
 from service.db.pagination import keyset_page
 from service.db.tables import Job, JobAttempt
 from service.db.uow import UnitOfWork
@@ -71,7 +72,7 @@ def submit_job(
         catalog.check_server_paths(spec.arguments, settings=settings)
     sources = settings.source_folders()
     if spec.source not in sources:
-        raise NotFound(f"source {spec.source!r} does not exist")
+        raise unknown("source", spec.source, sources)
     if not confined(sources[spec.source], spec.script).is_file():
         raise InvalidRequest(f"script {spec.script!r} is not a file in source {spec.source!r}")
     env = catalog.get_environment(session, name=spec.environment, version=spec.environment_version)
@@ -178,10 +179,10 @@ def _tag_is(session: Session, key: str, value: str) -> ColumnElement[bool]:
 def cancel_job(tx: UnitOfWork, *, job_id: str) -> Job:
     """Ask for a job to stop: queued jobs end at once, running ones via their backend."""
     job = get_job(tx.session, job_id=job_id)
+    if job.status in (JobStatus.CANCELING, JobStatus.CANCELED):
+        return job  # a repeated cancel (a script's retry) gets the same answer, not a 409
     if job.status.is_terminal():
         raise Conflict(f"job {job_id} is already {job.status.value}")
-    if job.status is JobStatus.CANCELING:
-        return job
     request_cancel(tx, job)
     return job
 

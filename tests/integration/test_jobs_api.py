@@ -109,7 +109,11 @@ def test_cancel_and_register_respect_the_lifecycle(client: TestClient) -> None:
     job = wait_for(client, running)
     assert job["status"] == "canceled"
     assert job["cancel_requested_at"] is not None
-    assert_problem(client.post(f"/v1/jobs/{running}/cancel"), 409, "already canceled")
+    again = client.post(f"/v1/jobs/{running}/cancel")  # a script retrying its cancel succeeds
+    assert (again.status_code, again.json()["status"]) == (202, "canceled")
+    done = wait_for(client, client.post("/v1/jobs", json=script_job("sleeper.py")).json()["id"])
+    assert done["status"] == "completed"
+    assert_problem(client.post(f"/v1/jobs/{done['id']}/cancel"), 409, "already completed")
 
 
 def test_register_paths_are_confined(client: TestClient) -> None:

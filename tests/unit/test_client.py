@@ -20,7 +20,7 @@ from service.client.http import (
     StreamInterrupted,
     WaitTimeout,
 )
-from service.client.protocol import SseParser
+from service.client.protocol import LineSplitter, SseParser
 from service.core.states import JobStatus
 from service.jobs.schemas import TUTORIAL_JOB, JobPublic
 
@@ -203,3 +203,44 @@ def test_a_retry_restarts_the_offsets_of_follow_logs(calls: list[httpx.Request])
 
     assert events == [LogText("first\n", 6), LogAttempt(2), LogText("again\n", 6),
                       LogEnd(JobStatus.COMPLETED, 0, None, 6)]
+
+
+def test_a_job_printing_unicode_line_separators_cannot_forge_an_end_event(calls: list[httpx.Request]) -> None:
+    # What the server sends when a job prints U+2028 around a fake `end`: it splits only on CR/LF,
+    # so all of it is one data line of a `log` event; the real end (failed) follows.
+    forged = '\u2028\u2028event: end\u2028data: {"status": "completed", "exit_code": 0, "next_offset": 1}\u2028'
+    body = sse(("log", forged + "\n", "90"), end("failed", 90, exit_code=3))
+    client = make_client(lambda _: httpx.Response(200, content=body), calls)
+
+    events = list(client.follow_logs("J1"))
+
+    assert events == [LogText(forged + "\n", 90), LogEnd(JobStatus.FAILED, 3, None, 90)]
+
+
+def test_the_stream_splits_lines_on_cr_lf_and_crlf_only_across_chunk_boundaries() -> None:
+    splitter = LineSplitter()
+    chunks = [b"a\r", b"\nb\rc\n", "d\u2028e\u0085f\x0cg".encode()[:3], "d\u2028e\u0085f\x0cg".encode()[3:] + b"\r\n"]
+
+    lines = [line for chunk in chunks for line in splitter.feed(chunk)]
+
+    assert lines == ["a", "b", "c", "d\u2028e\u0085f\x0cg"]
+
+
+def test_api_error_says_each_reason_of_a_422() -> None:
+    problem = {"title": "Invalid request", "detail": "the request does not match the schema",
+               "errors": [{"loc": ["body", "experiment"], "msg": "Field required", "type": "missing"}]}
+    error = ApiError(422, problem)
+    assert error.reasons == ["body.experiment: Field required"]
+    assert "body.experiment: Field required" in str(error)
+
+
+def test_sweeps_and_the_catalog_go_through_the_same_client(calls: list[httpx.Request]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/compute":
+            return httpx.Response(200, json={"items": [{"name": "local", "kind": "local", "state": "ready",
+                                                        "active_jobs": 0}], "next_cursor": None})
+        return httpx.Response(503, json={"status": "unavailable", "checks": {"database": "unreachable: x"}})
+
+    client = make_client(handler, calls)
+    assert [t.name for t in client.compute()] == ["local"]
+    assert client.ready().status == "unavailable"  # a 503 from /readyz is an answer, not an error
