@@ -10,6 +10,7 @@ split at 1, 8 and 32 connections, the two servers interleaved, `repeats` times.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import time
@@ -76,7 +77,9 @@ def _start_mlflow(exe: Path, model_pkl: Path, folder: Path) -> tuple[Server, str
     port = free_port()
     argv = [str(exe), "models", "serve", "-m", str(model_dir), "--env-manager", "local", "-h", LOOPBACK,
             "-p", str(port), "-w", "1"]
-    server = Server("mlflow-serve", argv, cwd=folder, log=folder / "mlflow-serve.log")
+    # MLflow starts `uvicorn` through a shell: the venv's bin must come first on PATH.
+    path = f"{exe.parent}:{os.environ.get('PATH', '')}"
+    server = Server("mlflow-serve", argv, env={"PATH": path}, cwd=folder, log=folder / "mlflow-serve.log")
     base = f"http://{LOOPBACK}:{port}"
     server.wait_ready(base + "/ping", timeout=180)
     return server, base
