@@ -15,8 +15,10 @@ from service.app import create_app
 from service.backends.base import RunRef
 from service.backends.local import LocalBackend
 from service.core.checksums import tree_sha256
+from service.core.errors import Conflict
 from service.core.settings import Settings
 from service.db.tables import ModelVersion
+from service.models.endpoints import service as endpoints
 from tests.support.jobs import script_job, tutorial_job, wait_for
 from trainer import train
 
@@ -156,3 +158,21 @@ def test_paths_inside_the_dataset_roots_and_plain_values_pass(client: TestClient
     for arguments in (["--data-folder", str(inside)], ["--note", "a/b", "--ratio=1/2", "--x", 3]):
         response = client.post("/v1/jobs", json=script_job("sleeper.py", *arguments))
         assert response.status_code == 201, (arguments, response.text)
+
+
+def test_a_registered_model_changed_after_registration_is_not_served(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "job"
+    (run_dir / "outputs").mkdir(parents=True)
+    (run_dir / "outputs" / "model.pkl").write_bytes(b"weights")
+    backend = LocalBackend(max_concurrent=1, models_dir=tmp_path / "models")
+    ref = RunRef(job_id="job", run_id="run", experiment="e", compute_target="local", run_dir=run_dir)
+    stored = backend.register_model(ref, model_name="m", model_path="outputs/model.pkl", version=1, tags={})
+    model = ModelVersion(name="m", version=1, model_path="outputs/model.pkl", location=stored.location,
+                         sha256=stored.sha256)
+
+    assert endpoints.model_file(model) == Path(stored.location) / "model.pkl"
+    copy = Path(stored.location) / "model.pkl"
+    copy.chmod(0o644)
+    copy.write_bytes(b"swapped")  # as a run with the service's rights could
+    with pytest.raises(Conflict, match="no longer matches the sha256"):
+        endpoints.model_file(model)

@@ -6,6 +6,7 @@ from pathlib import Path, PurePosixPath
 
 from sqlmodel import Session, col, select
 
+from service.core.checksums import tree_sha256
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.db.pagination import keyset_page
 from service.db.tables import Endpoint, ModelVersion
@@ -22,7 +23,7 @@ def model_version(session: Session, *, model: str, version: Version | str) -> Mo
 
 
 def model_file(model: ModelVersion) -> Path:
-    """The registered copy of the model file the local target loads."""
+    """The registered copy of the model file the local target loads, checked against its recorded sha256."""
     folder = Path(model.location)
     if not folder.is_dir():
         raise InvalidRequest(
@@ -30,6 +31,11 @@ def model_file(model: ModelVersion) -> Path:
             "which is not a folder on this machine; deploy it to the compute it was registered on"
         )
     path = folder / PurePosixPath(model.model_path).name
+    if model.sha256 is not None and path.exists() and tree_sha256(path) != model.sha256:
+        raise Conflict(
+            f"model {model.name!r} version {model.version} no longer matches the sha256 recorded when it was "
+            "registered: its stored copy was changed, so it is not served"
+        )
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in MODEL_SUFFIXES)
         if len(found) != 1:
