@@ -18,7 +18,7 @@ __all__ = ["TERMINAL", "client", "script_job", "settings", "tutorial_job", "wait
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings for one test: its own data dir and database, fast polling."""
     return Settings(
         data_dir=tmp_path / "data",
@@ -26,8 +26,9 @@ def settings(tmp_path: Path) -> Settings:
         local_max_concurrent=2,
         cancel_grace_seconds=1.0,
         sources={"testscripts": Path(__file__).parent / "scripts"},
-        # Test scripts get paths under the test's folder (a marker file, say): allowed like a dataset's.
-        dataset_roots=[tmp_path],
+        # Test scripts get paths under the session's temporary folders (a marker file, a model from a
+        # fixture): allowed like a dataset's, since job arguments outside the dataset roots are refused.
+        dataset_roots=[tmp_path_factory.getbasetemp()],
     )
 
 

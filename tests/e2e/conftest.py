@@ -67,6 +67,8 @@ def server_env(data_dir: Path, port: int, overrides: Mapping[str, str]) -> dict[
         "RUNYARD_LOCAL_MAX_CONCURRENT": "2",
         "RUNYARD_CANCEL_GRACE_SECONDS": "1",
         "RUNYARD_SOURCES": json.dumps({"testscripts": str(TEST_SCRIPTS)}),
+        # Job arguments naming files beside the data dir (a test's model file) are allowed like a dataset's.
+        "RUNYARD_DATASET_ROOTS": json.dumps([str(data_dir.parent)]),
         "PYTHONUNBUFFERED": "1",
     })
     env.update(overrides)
