@@ -84,6 +84,8 @@ class RunUpdate:
     error: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    # Metric lines the backend dropped unread (too long); the poller adds them to the job's count.
+    metrics_skipped: int = 0
 
 
 @dataclass(frozen=True)

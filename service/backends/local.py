@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,12 +23,12 @@ from service.backends.base import (
     Arg,
     ComputeInfo,
     DatasetInput,
-    MetricSample,
     RegisteredModel,
     RunRef,
     RunUpdate,
     SubmitRequest,
 )
+from service.backends.local_metrics import read_batch
 from service.core.checksums import tree_sha256
 from service.core.clock import utcnow
 from service.core.errors import BackendError
@@ -43,6 +44,9 @@ LOG_TAIL_LINES = 20
 INHERITED_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 RUNNER = Path(__file__).with_name("local_runner.py")
+# Walking a run folder costs a stat per file: at most this many are listed, this often while it runs.
+MAX_LISTED_FILES = 10_000
+FILES_REFRESH_SECONDS = 10.0
 
 
 class LocalBackend:
@@ -65,6 +69,7 @@ class LocalBackend:
         self.env_passthrough = tuple(env_passthrough)
         self._on_exit = on_exit
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._listed: dict[str, float] = {}  # run id -> when its files were last listed (monotonic)
         self._lock = threading.Lock()
 
     def set_exit_listener(self, on_exit: Callable[[], None]) -> None:
@@ -168,19 +173,22 @@ class LocalBackend:
             # The runner writes exit.json before it lets go of the lock: look once more.
             exit_info = _read_json(rundir.state / "exit.json")
         # Metrics are read after the exit check, so a finished run's last lines are in.
-        metrics, cursor = _read_metrics(rundir.metrics, run.metrics_cursor)
+        batch = read_batch(rundir.metrics, run.metrics_cursor)
+        metrics, cursor, skipped = batch.samples, batch.cursor, batch.skipped
         if not alive and exit_info is None and runner is None and run.run_id in self._children:
             # Spawned a moment ago; the runner has not taken its lock yet.
-            return RunUpdate(run.run_id, "Starting", JobStatus.STARTING, metrics, cursor)
-        files = tuple(rundir.list_files())
+            return RunUpdate(run.run_id, "Starting", JobStatus.STARTING, metrics, cursor, metrics_skipped=skipped)
         if alive:
             status = JobStatus.RUNNING if runner else JobStatus.STARTING
-            return RunUpdate(
-                run.run_id, "Running" if runner else "Starting", status, metrics, cursor, files, started_at=started
-            )
+            return RunUpdate(run.run_id, "Running" if runner else "Starting", status, metrics, cursor,
+                             self._files(run, rundir, final=False), started_at=started, metrics_skipped=skipped)
         if exit_info is None and runner is not None:
             # The runner died (kill -9) and may have left its script running unsupervised.
             _kill_leftovers(int(runner["pgid"]), rundir.root)
+        if batch.more:
+            # Ended, but its metrics are still being read in batches: end it once they are all in.
+            return RunUpdate(run.run_id, "Finalizing", JobStatus.FINALIZING, metrics, cursor,
+                             started_at=started, metrics_skipped=skipped)
         outcome = _outcome(run, rundir, exit_info)
         return RunUpdate(
             run.run_id,
@@ -188,12 +196,24 @@ class LocalBackend:
             outcome.status,
             metrics,
             cursor,
-            files,
+            self._files(run, rundir, final=True),
             exit_code=outcome.exit_code,
             error=outcome.error,
             started_at=started,
             ended_at=outcome.ended_at,
+            metrics_skipped=skipped,
         )
+
+    def _files(self, run: RunRef, rundir: RunDir, *, final: bool) -> tuple[str, ...] | None:
+        """The run's files: at the end, and at most every FILES_REFRESH_SECONDS while it runs."""
+        now = time.monotonic()
+        if not final and now - self._listed.get(run.run_id, -FILES_REFRESH_SECONDS) < FILES_REFRESH_SECONDS:
+            return None  # unchanged, as far as the poller knows
+        if final:
+            self._listed.pop(run.run_id, None)
+        else:
+            self._listed[run.run_id] = now
+        return tuple(rundir.list_files(limit=MAX_LISTED_FILES))
 
     def cancel(self, run: RunRef, *, force: bool) -> None:
         state = RunDir(run.run_dir).state
@@ -252,8 +272,8 @@ def _outcome(run: RunRef, rundir: RunDir, exit_info: dict[str, Any] | None) -> _
     if exit_info is None:
         if run.cancel_requested:
             return _Outcome("Canceled", JobStatus.CANCELED, None, "canceled on request (process killed)", utcnow())
-        error = ("the outcome is unknown: the run's supervising process ended without recording the script's "
-                 "exit code (killed, or no disk space); any process left in its group was killed") + _tail(rundir)
+        error = ("the outcome is unknown: the run's process ended without recording an exit code (its runner "
+                 "was killed, or the disk was full); any process left in its group was killed") + _tail(rundir)
         return _Outcome("Failed", JobStatus.FAILED, None, error, utcnow())
     if exit_info.get("exit_code") is None:
         error = str(exit_info.get("error") or "the run recorded no exit code") + _tail(rundir)
@@ -318,31 +338,6 @@ def _lock_held(state: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
-
-
-def _read_metrics(path: Path, offset: int) -> tuple[tuple[MetricSample, ...], int]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read()
-    except FileNotFoundError:
-        return (), offset
-    end = data.rfind(b"\n") + 1  # a line still being written is read next time
-    samples = []
-    for line in data[:end].splitlines():
-        try:
-            item = json.loads(line)
-            samples.append(
-                MetricSample(
-                    name=str(item["name"]),
-                    value=float(item["value"]),
-                    step=None if item.get("step") is None else int(item["step"]),
-                    timestamp=_parse_time(item.get("timestamp")) or utcnow(),
-                )
-            )
-        except (ValueError, KeyError, TypeError):
-            continue  # a malformed line from a user script is skipped, not fatal
-    return tuple(samples), offset + end
 
 
 def _failure(code: int, rundir: RunDir) -> str:

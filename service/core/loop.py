@@ -8,12 +8,15 @@ import logging
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
+# The shortest sleep between ticks, however soon the tick says something falls due.
+MIN_SLEEP_SECONDS = 0.05
 
 
 class BackgroundLoop:
-    """Runs `tick` every `interval` seconds, or sooner after `wake()`."""
+    """Runs `tick` every `interval` seconds, or sooner after `wake()`, or sooner still when `tick`
+    returns the seconds until something of its own falls due (a deadline)."""
 
-    def __init__(self, name: str, tick: Callable[[], Awaitable[None]], interval: float) -> None:
+    def __init__(self, name: str, tick: Callable[[], Awaitable[float | None]], interval: float) -> None:
         self.name = name
         self._tick = tick
         self.interval = interval
@@ -52,8 +55,9 @@ class BackgroundLoop:
         last_failure: str | None = None
         while True:
             self._wake.clear()
+            due: float | None = None
             try:
-                await self._tick()
+                due = await self._tick()
                 last_failure = None
             except Exception as exc:
                 failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -64,5 +68,6 @@ class BackgroundLoop:
                     log.exception("%s tick failed; retrying next tick", self.name)
                 last_failure = failure
             self.ticks += 1
+            timeout = self.interval if due is None else max(MIN_SLEEP_SECONDS, min(self.interval, due))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)

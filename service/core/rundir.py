@@ -30,8 +30,8 @@ class RunDir:
     def metrics(self) -> Path:
         return self.state / "metrics.jsonl"
 
-    def list_files(self) -> list[str]:
-        """Regular files under the run folder (not the runner's state, not symlinks)."""
+    def list_files(self, limit: int | None = None) -> list[str]:
+        """Regular files under the run folder (not the runner's state, not symlinks); the first `limit`."""
         found: list[str] = []
         if not self.root.is_dir():
             return found
@@ -44,6 +44,8 @@ class RunDir:
                 path = here / name
                 if path.is_file() and not path.is_symlink():
                     found.append(path.relative_to(self.root).as_posix())
+                    if limit is not None and len(found) >= limit:
+                        return found
         return found
 
     def resolve(self, relative: str) -> Path:

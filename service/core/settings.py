@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     min_free_disk_mb: float = Field(default=100.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_log_read_bytes: int = Field(default=1_048_576, ge=1024)
+    # Metric points stored per job; more are counted on the job (`metrics_dropped`), not stored.
+    max_metric_points_per_job: int = Field(default=1_000_000, ge=1)
     # Comma-separated keys or a JSON list; or their SHA-256 hex digests, so no plain key sits in the environment.
     api_keys: SecretStr | None = None
     api_key_hashes: list[str] = Field(default_factory=list)

@@ -151,6 +151,8 @@ class Job(SQLModel, table=True):
     # The latest transient problem (backend unreachable...), cleared once things work again.
     last_error: str | None = None
     backend_errors: int = 0
+    # Metric points not stored: past the per-job cap, or on lines over the length cap.
+    metrics_dropped: int = 0
     # Why runyard itself stopped the run (timeout, heartbeat); the job then ends failed.
     stop_reason: str | None = None
     backend_status_since: datetime | None = _when(nullable=True)

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from service.backends.base import RunRef
 from service.core.clock import utcnow
-from service.core.errors import BackendError, NotFound
+from service.core.errors import BackendError, NotFound, RunyardError
 from service.core.events import Event
 from service.core.loop import BackgroundLoop
 from service.core.states import JobStatus
@@ -123,6 +123,10 @@ class Dispatcher:
                 self._backoff(job_id, exc)
             else:
                 await asyncio.to_thread(self._fail, job_id, exc.message)
+        except (ValueError, TypeError, LookupError, RunyardError) as exc:
+            # The job itself, not the environment (e.g. an argument the OS refuses): retrying cannot help.
+            log.exception("submitting job %s failed for good", job_id)
+            await asyncio.to_thread(self._fail, job_id, f"could not be submitted: {type(exc).__name__}: {exc}")
         except Exception as exc:
             log.exception("submitting job %s failed", job_id)
             self._backoff(job_id, exc)

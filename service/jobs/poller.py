@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import func, insert
 from sqlmodel import Session, col, select
 
 from service.backends.base import Backend, RunRef, RunUpdate
@@ -25,6 +26,21 @@ log = logging.getLogger(__name__)
 _ACTIVE = [s for s in JobStatus if s.is_active()]
 BACKEND_CALL_TIMEOUT = 120.0
 _IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
+APPLY_CHUNK_POINTS = 5_000  # metric points per write transaction
+STARTING_RECHECK_SECONDS = 0.5
+
+
+def _points_stored(session: Session, job_ids: list[str]) -> dict[str, int]:
+    """How many metric points each job has (on the job/name/id index)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(job_ids), _IN_CHUNK):
+        chunk = job_ids[start : start + _IN_CHUNK]
+        rows = session.exec(
+            select(MetricPoint.job_id, func.count()).where(col(MetricPoint.job_id).in_(chunk))
+            .group_by(col(MetricPoint.job_id))
+        )
+        found.update({str(job_id): int(count) for job_id, count in rows})
+    return found
 
 
 class Poller:
@@ -39,9 +55,11 @@ class Poller:
         self.runtime = runtime
         self._now = now
         self._forced: set[str] = set()  # jobs whose cancel is past the grace period: kill
+        self._local_runs: set[str] = set()  # run ids the local backend reported last tick
         self.loop = BackgroundLoop("poller", self.tick, runtime.settings.poll_interval_seconds)
 
-    async def tick(self) -> None:
+    async def tick(self) -> float | None:
+        """One reconciliation; returns the seconds until the next deadline, so the loop wakes for it."""
         with self.runtime.metrics.poll_seconds.time():
             await asyncio.to_thread(self._enforce_deadlines)
             groups = await asyncio.to_thread(self._load)
@@ -49,6 +67,13 @@ class Poller:
             updates = [u for batch in results for u in batch]
             if updates:
                 await asyncio.to_thread(self._apply, updates)
+            # Read after this tick's changes: a run that just started brings its own deadline.
+            due = await asyncio.to_thread(self._next_due)
+        if any(u.status is JobStatus.STARTING for _, u in updates if self._local(u)):
+            # A local runner takes a moment to start; its start (and run deadline) must not wait
+            # for the poll interval. Remote backends report their own slow starts.
+            due = min(due, STARTING_RECHECK_SECONDS) if due is not None else STARTING_RECHECK_SECONDS
+        return due
 
     def _load(self) -> dict[Backend, list[RunRef]]:
         groups: dict[Backend, list[RunRef]] = defaultdict(list)
@@ -82,6 +107,8 @@ class Poller:
             await asyncio.to_thread(self._record_error, [r.job_id for r in refs], message)
             return []
         self.runtime.backend_health.pop(backend.kind, None)
+        if backend.kind == "local":
+            self._local_runs = {u.run_id for u in updates}
         return [(by_run[u.run_id], u) for u in updates if u.run_id in by_run]
 
     async def _cancel(self, backend: Backend, refs: list[RunRef]) -> None:
@@ -93,9 +120,22 @@ class Poller:
             except (BackendError, TimeoutError) as exc:
                 log.warning("cancel of job %s failed; will retry: %s", ref.job_id, exc)
 
+    def _local(self, update: RunUpdate) -> bool:
+        return update.backend_status == "Starting" and update.run_id in self._local_runs
+
+    def _next_due(self) -> float | None:
+        with self.runtime.db.session() as session:
+            _overdue, due = supervision.next_due(session, settings=self.runtime.settings, now=self._now())
+        return due
+
     def _enforce_deadlines(self) -> None:
+        settings, now = self.runtime.settings, self._now()
+        with self.runtime.db.session() as session:
+            overdue, _due = supervision.next_due(session, settings=settings, now=now)
+        if not overdue:
+            return  # nothing to write: an idle service takes no write lock per tick
         with self.runtime.uow() as tx:
-            if supervision.enforce_deadlines(tx.session, settings=self.runtime.settings, now=self._now()):
+            if supervision.enforce_deadlines(tx.session, settings=settings, now=now):
                 tx.publish(Event.JOB_ENDED)
 
     def _record_error(self, job_ids: list[str], message: str) -> None:
@@ -106,8 +146,22 @@ class Poller:
                 tx.session.add(job)
 
     def _apply(self, updates: list[tuple[str, RunUpdate]]) -> None:
-        """Store the updates in one transaction; a job that ended frees a slot after the commit."""
+        """Store the updates in transactions of about `APPLY_CHUNK_POINTS` points each, so the
+        write lock is never held for long; a job that ended frees a slot after its commit."""
+        chunk: list[tuple[str, RunUpdate]] = []
+        points = 0
+        for item in updates:
+            chunk.append(item)
+            points += len(item[1].metrics)
+            if points >= APPLY_CHUNK_POINTS:
+                self._apply_chunk(chunk)
+                chunk, points = [], 0
+        if chunk:
+            self._apply_chunk(chunk)
+
+    def _apply_chunk(self, updates: list[tuple[str, RunUpdate]]) -> None:
         now = self._now()
+        cap = self.runtime.settings.max_metric_points_per_job
         with self.runtime.uow() as tx, tx.session.no_autoflush:
             session = tx.session
             ids = [job_id for job_id, _ in updates]
@@ -116,17 +170,26 @@ class Poller:
                 for start in range(0, len(ids), _IN_CHUNK)
                 for job in session.exec(select(Job).where(col(Job.id).in_(ids[start : start + _IN_CHUNK])))
             }
+            stored = _points_stored(session, [job_id for job_id, u in updates if u.metrics])
+            rows: list[dict[str, object]] = []
             for job_id, update in updates:
                 job = jobs.get(job_id)
                 if job is None or job.status.is_terminal() or job.run_id != update.run_id:
                     continue
-                session.add_all(
-                    MetricPoint(job_id=job.id, name=m.name, value=m.value, step=m.step, timestamp=m.timestamp)
-                    for m in update.metrics
-                )
+                room = max(0, cap - stored.get(job.id, 0))
+                kept = update.metrics[:room]
+                rows += ({"job_id": job.id, "name": m.name, "value": m.value, "step": m.step,
+                          "timestamp": m.timestamp} for m in kept)
+                stored[job.id] = stored.get(job.id, 0) + len(kept)
+                dropped = len(update.metrics) - len(kept) + update.metrics_skipped
+                if dropped:
+                    job.metrics_dropped += dropped
                 if self._merge(session, job, update, now):
                     tx.publish(Event.JOB_ENDED, job.id)
                 session.add(job)
+            if rows:
+                # One executemany, not an ORM object per point: a chatty script logs thousands a tick.
+                session.execute(insert(MetricPoint), rows)
 
     def _merge(self, session: Session, job: Job, update: RunUpdate, now: datetime) -> bool:
         current = job.status

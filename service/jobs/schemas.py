@@ -108,6 +108,9 @@ class JobPublic(BaseModel):
     attempts: list[AttemptPublic] = Field(default_factory=list, description="earlier attempts that failed")
     last_error: str | None = Field(description="the latest transient problem, cleared when it passes")
     backend_errors: int
+    metrics_dropped: int = Field(
+        default=0, description="metric points not stored: past RUNYARD_MAX_METRIC_POINTS_PER_JOB or on over-long lines"
+    )
 
 
 class MetricsPublic(BaseModel):

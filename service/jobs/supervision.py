@@ -23,6 +23,32 @@ def run_key(job: Job) -> str:
     return job.id if job.attempt == 1 else f"{job.id}.{job.attempt}"
 
 
+def next_due(session: Session, *, settings: Settings, now: datetime) -> tuple[bool, float | None]:
+    """Whether some limit of `enforce_deadlines` has passed, and the seconds until the next one (or
+    the next forced cancel) falls due; read-only, so an idle service takes no write lock."""
+    jobs = session.exec(select(Job).where(col(Job.status).in_([*_WAITING, *_RUNNING, JobStatus.CANCELING]))).all()
+    deadlines: list[datetime] = []
+    escalations: list[datetime] = []  # the poller's, not ours: they only shorten the sleep
+    for job in jobs:
+        if job.status in _WAITING:
+            deadlines.append(job.created_at + timedelta(seconds=settings.queue_timeout_seconds))
+        elif job.status in _RUNNING:
+            begun = job.started_at or job.submitted_at
+            limit = job.max_run_duration_seconds or settings.max_run_duration_seconds
+            if begun is not None:
+                deadlines.append(begun + timedelta(seconds=limit))
+            if job.backend_status == "NotResponding" and job.backend_status_since is not None:
+                deadlines.append(job.backend_status_since + timedelta(seconds=settings.not_responding_timeout_seconds))
+        elif (asked := job.cancel_requested_at) is not None:
+            deadlines.append(asked + timedelta(seconds=settings.cancel_abandon_seconds))
+            if not job.last_error:
+                deadlines.append(asked + timedelta(seconds=settings.cancel_confirm_seconds))
+            escalations.append(asked + timedelta(seconds=settings.cancel_grace_seconds))
+    overdue = any(when <= now for when in deadlines)
+    upcoming = [when for when in (*deadlines, *escalations) if when > now]
+    return overdue, (min(upcoming) - now).total_seconds() if upcoming else None
+
+
 def enforce_deadlines(session: Session, *, settings: Settings, now: datetime) -> list[str]:
     """Stop or fail every job past one of its limits; returns the ids that changed."""
     changed: list[str] = []
@@ -32,12 +58,12 @@ def enforce_deadlines(session: Session, *, settings: Settings, now: datetime) ->
     ).all()
     for job in waiting:
         reason = f"not started within queue_timeout_seconds={settings.queue_timeout_seconds:g}"
-        if job.run_id is None and job.status is JobStatus.QUEUED:
+        if job.run_id is None:
+            # Also a job stuck `starting` (a submit that keeps failing): if a submit is in flight
+            # after all, the dispatcher stops the run it records for an ended job.
             lifecycle.fail(job, reason, now=now)
-        elif job.run_id is not None:
-            lifecycle.request_stop(job, reason=reason, now=now)
         else:
-            continue  # a submit is in flight; the next tick sees its run id
+            lifecycle.request_stop(job, reason=reason, now=now)
         changed.append(job.id)
 
     running = session.exec(select(Job).where(col(Job.status).in_(_RUNNING))).all()
