@@ -28,6 +28,7 @@ from service.jobs import routes as job_routes
 from service.jobs.dispatcher import Dispatcher
 from service.jobs.metrics import JobsByStatus
 from service.jobs.poller import Poller
+from service.jobs.retention import RetentionLoop
 from service.models import routes as model_routes
 from service.models.endpoints import routes as endpoint_routes
 from service.models.endpoints.deployments import Deployments
@@ -110,10 +111,13 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
         dispatcher.loop.start()
         poller.loop.start()
         sweeper.loop.start()
+        retention = RetentionLoop(runtime)
+        retention.loop.start()
         log.info("runyard ready: data in %s, targets %s", cfg.data_dir, runtime.backends.targets())
         try:
             yield
         finally:
+            await retention.loop.stop()
             await sweeper.loop.stop()
             await dispatcher.loop.stop()
             await poller.loop.stop()

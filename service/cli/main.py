@@ -14,6 +14,7 @@ from typer.core import TyperCommand
 
 from service.cli import catalog as cli_catalog
 from service.cli import endpoints as cli_endpoints
+from service.cli import gc as cli_gc
 from service.cli import jobs as cli_jobs
 from service.cli import models as cli_models
 from service.cli import serve as cli_serve
@@ -99,7 +100,7 @@ def main(
     ctx.obj = Target(url=url, api_key=api_key or None)
 
 
-for module in (cli_serve, cli_jobs, cli_models, cli_endpoints, cli_sweep, cli_catalog):
+for module in (cli_serve, cli_jobs, cli_models, cli_endpoints, cli_sweep, cli_catalog, cli_gc):
     module.register(app)
 
 

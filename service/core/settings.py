@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     min_free_disk_mb: float = Field(default=100.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_log_read_bytes: int = Field(default=1_048_576, ge=1024)
+    # Delete the run folders (`run`) or only the logs (`logs`) of jobs ended more than this many days
+    # ago; never those of jobs a registered model came from. Unset: keep everything.
+    retention_days: float | None = Field(default=None, gt=0)
+    retention_scope: Literal["run", "logs"] = "run"
     # Metric points stored per job; more are counted on the job (`metrics_dropped`), not stored.
     max_metric_points_per_job: int = Field(default=1_000_000, ge=1)
     # Comma-separated keys or a JSON list; or their SHA-256 hex digests, so no plain key sits in the environment.
