@@ -86,8 +86,8 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         # Our logging setup and our access log (with request ids) replace uvicorn's.
         log_config=None, access_log=False,
+        # Connections past the cap get a 503 problem with Retry-After from the protocol itself
+        # (not uvicorn's limit_concurrency: its 503 is plain text with no Retry-After).
         http=limited_protocol(settings),
-        # Past this many connections or requests in progress, uvicorn itself answers 503.
-        limit_concurrency=settings.max_connections,
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
     )

@@ -11,7 +11,8 @@ from service.core.schemas import MAX_VERSION, ExperimentName, Name, RelPath, Str
 from service.core.states import JobStatus
 
 
-def _argv_safe(text: str) -> str:
+def argv_safe(text: str) -> str:
+    """`text` if a command line can carry it."""
     # execve takes C strings: a NUL, or a lone surrogate that no filesystem encoding can write,
     # would be accepted here and then fail every dispatch of the job.
     if "\x00" in text:
@@ -23,7 +24,7 @@ def _argv_safe(text: str) -> str:
     return text
 
 
-ArgText = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_argv_safe)]
+ArgText = Annotated[str, StringConstraints(max_length=4096), AfterValidator(argv_safe)]
 # NaN and infinities are valid JSON to Python but no script's argparse reads them back as numbers.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 from service.core.schemas import Strict
 from service.core.states import JobStatus
 from service.core.states import SweepStatus as SweepStatus  # the API and CLI name it from here
-from service.jobs.schemas import FiniteFloat, JobCreate
+from service.jobs.schemas import FiniteFloat, JobCreate, argv_safe
 from service.models.schemas import ModelRegister
 
 MAX_TOTAL_RUNS = 1000
@@ -23,7 +23,7 @@ MAX_PLAN_BYTES = 1_048_576
 
 Flag = Annotated[str, StringConstraints(pattern=r"^--?[A-Za-z][A-Za-z0-9_.-]{0,127}$")]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-ValueText = Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)]
+ValueText = Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS), AfterValidator(argv_safe)]
 Scalar = StrictBool | StrictInt | FiniteFloat | ValueText
 Bound = Annotated[float, Field(allow_inf_nan=False)]
 Slack = Annotated[float, Field(gt=0, allow_inf_nan=False)]
