@@ -6,6 +6,7 @@ import json
 import os
 import re
 import resource
+import socket
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -58,6 +59,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     local_max_concurrent: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     poll_interval_seconds: float = Field(default=2.0, gt=0)
+    # Replicas on one database: each names itself; a job's submit and polling belong to one
+    # replica for `lease_seconds`, renewed while it lives, taken over by another when it lapses.
+    replica_id: str | None = Field(default=None, min_length=1, max_length=255)
+    lease_seconds: float = Field(default=30.0, ge=1)
     cancel_grace_seconds: float = Field(default=10.0, ge=0)
     # No job stays active forever: limits on waiting, running, silence and unconfirmed cancels.
     queue_timeout_seconds: float = Field(default=86_400.0, gt=0)
@@ -194,6 +199,11 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """The configured database URL, or the SQLite file in the data dir."""
         return self.database_url or f"sqlite:///{self.data_dir / 'runyard.db'}"
+
+    @property
+    def effective_replica_id(self) -> str:
+        """This replica's name: set, or host and port (stable across restarts, unique per host)."""
+        return self.replica_id or f"{socket.gethostname()}:{self.port}"
 
     @property
     def runs_dir(self) -> Path:

@@ -166,6 +166,9 @@ class Job(SQLModel, table=True):
     sweep_id: str | None = Field(default=None, foreign_key="sweep.id", max_length=32, index=True)
     sweep_index: int | None = None
     sweep_params: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    # The replica that submits and polls the job while its lease lasts (service.jobs.leases).
+    owner: str | None = Field(default=None, max_length=255, index=True)
+    lease_expires_at: datetime | None = _when(nullable=True)
 
 
 class MetricPoint(SQLModel, table=True):

@@ -18,7 +18,7 @@ from service.core.events import Event
 from service.core.loop import BackgroundLoop
 from service.core.states import JobStatus
 from service.db.tables import Job
-from service.jobs import lifecycle
+from service.jobs import leases, lifecycle
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -57,40 +57,49 @@ class Dispatcher:
             await asyncio.gather(*(self._submit(job_id) for job_id in claimed))
 
     def _claim(self) -> list[str]:
-        """Mark as many queued jobs `starting` as capacity allows; add unfinished submits."""
-        now = self._clock()
+        """Mark as many queued jobs `starting` as capacity allows; add unfinished submits.
+
+        Unfinished submits are this replica's own, or another's whose lease lapsed; the leases of
+        submits still in flight here are renewed so that no other replica submits them meanwhile.
+        """
+        now, wall = self._clock(), utcnow()
+        me, ttl = self.runtime.settings.effective_replica_id, self.runtime.settings.lease_seconds
         # Decide with a plain read first: most wake-ups find every slot taken, and then
         # they must not queue up for the write lock that API requests need.
         with self.runtime.db.session() as session:
-            pending = [
-                job_id
-                for job_id in session.exec(
-                    select(Job.id).where(
-                        col(Job.status).in_([JobStatus.STARTING, JobStatus.CANCELING]),
-                        col(Job.run_id).is_(None),
-                    )
-                ).all()
-                if job_id not in self._inflight and self._due(job_id, now)
-            ]
+            unsubmitted = session.exec(
+                select(Job).where(
+                    col(Job.status).in_([JobStatus.STARTING, JobStatus.CANCELING]),
+                    col(Job.run_id).is_(None),
+                    leases.free_or_mine(me, wall),
+                )
+            ).all()
             waiting = _count_by_target(session, [JobStatus.QUEUED])
             active = _count_by_target(session, _ACTIVE)
+        pending = [j for j in unsubmitted if j.id in self._inflight or self._due(j.id, now)]
+        stale = {j.id for j in pending if leases.needs_renewal(j, me, now=wall, seconds=ttl)}
+        claimed = [j.id for j in pending if j.id not in self._inflight and j.id not in stale]
         free = self._free_slots(waiting, active)
-        claimed = list(pending)
-        if free:
+        if free or stale:
             with self.runtime.uow() as tx:
+                held = leases.take(tx.session, stale, me, now=wall, seconds=ttl) if stale else set()
+                claimed += sorted(held - self._inflight)
                 for target, slots in free.items():
                     queued = tx.session.exec(
                         select(Job)
                         .where(col(Job.status) == JobStatus.QUEUED, col(Job.compute_target) == target)
                         .order_by(col(Job.id))
                         .limit(slots)
+                        # Another replica's claim in progress is skipped, not waited for.
+                        .with_for_update(skip_locked=True)
                     ).all()
                     for job in queued:
                         if slots == 0:  # a target whose backend is gone: fail its jobs
-                            lifecycle.fail(job, _GONE, now=utcnow())
+                            lifecycle.fail(job, _GONE, now=wall)
                             tx.publish(Event.JOB_ENDED, job.id)
                         else:
-                            lifecycle.set_status(job, JobStatus.STARTING, now=utcnow())
+                            lifecycle.set_status(job, JobStatus.STARTING, now=wall)
+                            leases.hold(job, me, now=wall, seconds=ttl)
                             claimed.append(job.id)
                         tx.session.add(job)
         self._inflight.update(claimed)

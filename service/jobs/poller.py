@@ -18,7 +18,7 @@ from service.core.events import Event
 from service.core.loop import BackgroundLoop
 from service.core.states import JobStatus
 from service.db.tables import Job, MetricPoint
-from service.jobs import lifecycle, supervision
+from service.jobs import leases, lifecycle, supervision
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,19 @@ class Poller:
 
     def _load(self) -> dict[Backend, list[RunRef]]:
         groups: dict[Backend, list[RunRef]] = defaultdict(list)
-        with self.runtime.db.session() as session:
-            jobs = session.exec(select(Job).where(col(Job.status).in_(_ACTIVE), col(Job.run_id).is_not(None))).all()
         grace, now = self.runtime.settings.cancel_grace_seconds, self._now()
+        me, ttl = self.runtime.settings.effective_replica_id, self.runtime.settings.lease_seconds
+        with self.runtime.db.session() as session:
+            jobs = session.exec(
+                select(Job).where(
+                    col(Job.status).in_(_ACTIVE), col(Job.run_id).is_not(None), leases.free_or_mine(me, now)
+                )
+            ).all()
+        stale = [job.id for job in jobs if leases.needs_renewal(job, me, now=now, seconds=ttl)]
+        if stale:  # new to this replica, or renewed while half the lease is left: not every tick
+            with self.runtime.uow() as tx:
+                held = leases.take(tx.session, stale, me, now=now, seconds=ttl)
+            jobs = [job for job in jobs if job.id in held or job.id not in stale]
         # Decided here, from the rows just read, rather than re-reading each job before its cancel.
         self._forced = {
             job.id
@@ -160,7 +170,7 @@ class Poller:
             self._apply_chunk(chunk)
 
     def _apply_chunk(self, updates: list[tuple[str, RunUpdate]]) -> None:
-        now = self._now()
+        now, me = self._now(), self.runtime.settings.effective_replica_id
         cap = self.runtime.settings.max_metric_points_per_job
         with self.runtime.uow() as tx, tx.session.no_autoflush:
             session = tx.session
@@ -176,6 +186,8 @@ class Poller:
                 job = jobs.get(job_id)
                 if job is None or job.status.is_terminal() or job.run_id != update.run_id:
                     continue
+                if job.owner not in (None, me):
+                    continue  # another replica took the job over while this one was reading its run
                 room = max(0, cap - stored.get(job.id, 0))
                 kept = update.metrics[:room]
                 rows += ({"job_id": job.id, "name": m.name, "value": m.value, "step": m.step,
