@@ -7,10 +7,11 @@ Create Date: 2026-12-02 06:30:00.000000
 
 from collections.abc import Sequence
 
-import service.db.tables
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
+
+import service.db.tables
 
 revision: str = "0005"
 down_revision: str | None = "0004"
