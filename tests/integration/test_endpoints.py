@@ -19,6 +19,7 @@ from tests.support.endpoints import (
     deploy,
     digits_test_split,
     fit_digits_model,
+    register_copy,
     register_file,
     train_and_register,
     wait_endpoint,
@@ -61,7 +62,7 @@ def test_scoring_the_test_split_over_http_gives_the_jobs_accuracy(client: TestCl
 
 
 def test_evaluating_a_version_keeps_accuracy_and_confusion_matrix(client: TestClient, digits_model: Path) -> None:
-    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    register_copy(client, "sklearn_mnist", digits_model)
     images, labels = digits_test_split(client)
     expected = joblib.load(digits_model).predict(images)
 
@@ -85,7 +86,7 @@ def test_evaluating_a_version_keeps_accuracy_and_confusion_matrix(client: TestCl
 
 
 def test_bad_scoring_requests_get_clear_4xx(client: TestClient, settings: Settings, digits_model: Path) -> None:
-    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    register_copy(client, "sklearn_mnist", digits_model)
     deploy(client, "mnist", "sklearn_mnist")
     assert wait_endpoint(client, "mnist")["status"] == "ready"
     row = [0.0] * 64
@@ -120,8 +121,8 @@ def test_bad_scoring_requests_get_clear_4xx(client: TestClient, settings: Settin
 
 
 def test_switching_version_under_load_fails_no_request(client: TestClient, digits_model: Path) -> None:
-    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
-    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    register_copy(client, "sklearn_mnist", digits_model)
+    register_copy(client, "sklearn_mnist", digits_model)
     deploy(client, "mnist", "sklearn_mnist", version=1, replicas=2)
     assert wait_endpoint(client, "mnist")["status"] == "ready"
     images, _ = digits_test_split(client)
@@ -163,7 +164,7 @@ def test_switching_version_under_load_fails_no_request(client: TestClient, digit
 
 def test_an_endpoint_comes_back_ready_after_a_restart(settings: Settings, digits_model: Path) -> None:
     with TestClient(create_app(settings)) as client:
-        register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+        register_copy(client, "sklearn_mnist", digits_model)
         deploy(client, "mnist", "sklearn_mnist")
         first = wait_endpoint(client, "mnist")
         assert first["status"] == "ready"
@@ -209,7 +210,7 @@ def test_a_loading_endpoint_answers_503_with_retry_after(client: TestClient) -> 
 
 
 def test_a_killed_worker_is_replaced(client: TestClient, digits_model: Path) -> None:
-    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    register_copy(client, "sklearn_mnist", digits_model)
     deploy(client, "mnist", "sklearn_mnist")
     pid = wait_endpoint(client, "mnist")["workers"][0]["pid"]
     os.kill(pid, signal.SIGKILL)
@@ -220,7 +221,7 @@ def test_a_killed_worker_is_replaced(client: TestClient, digits_model: Path) -> 
 
 
 def test_list_page_and_delete(client: TestClient, digits_model: Path) -> None:
-    register_file(client, "sklearn_mnist", "copy", "--source", str(digits_model))
+    register_copy(client, "sklearn_mnist", digits_model)
     for name in ("b", "a", "c"):
         deploy(client, name, "sklearn_mnist")
     first = client.get("/v1/endpoints", params={"limit": 2}).json()

@@ -25,7 +25,9 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def test_deploy_score_a_file_list_and_evaluate(live_server: LiveServer, tmp_path: Path) -> None:
-    model_file = fit_digits_model(tmp_path / "digits.pkl")
+    # Inside the server's datasets folder: job arguments may name paths there only.
+    (live_server.data_dir / "datasets").mkdir(parents=True, exist_ok=True)
+    model_file = fit_digits_model(live_server.data_dir / "datasets" / "digits.pkl")
     with Client(live_server.url) as client:
         job = client.wait(client.submit(script_job("write_model.py", "--kind", "copy", "--source", str(model_file))).id)
         client.register_model(job.id, model_name="sklearn_mnist", model_path="outputs/model.pkl")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,14 @@ def train_and_register(client: TestClient, model: str = "sklearn_mnist", regular
     assert registered.status_code == 201, registered.json()
     metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]
     return {**job, "accuracy": metrics["accuracy"], "version": registered.json()["version"]}
+
+
+def register_copy(client: TestClient, model: str, source: Path) -> int:
+    """`source` registered as a model version; staged in the datasets folder, where job arguments may point."""
+    staged = client.app.state.runtime.settings.datasets_dir / "test-models" / source.name  # type: ignore[attr-defined]
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, staged)
+    return register_file(client, model, "copy", "--source", str(staged))
 
 
 def register_file(client: TestClient, model: str, kind: str, *args: Any) -> int:

@@ -97,10 +97,11 @@ class Deployments:
             deployment.status, deployment.error = EndpointStatus.FAILED, exc.reason
             await self._db(endpoints.mark, name=deployment.name, status=EndpointStatus.FAILED, error=exc.reason)
             return
-        if not await self._db(endpoints.mark, name=deployment.name, status=EndpointStatus.READY):
-            await pool.close(drain=False)  # deleted while loading
-            return
+        # Served before the row says ready, so whoever reads `ready` can score at once.
         deployment.pool, deployment.status = pool, EndpointStatus.READY
+        if not await self._db(endpoints.mark, name=deployment.name, status=EndpointStatus.READY):
+            deployment.pool = None
+            await pool.close(drain=False)  # deleted while loading
 
     async def _pool(self, deployment: Deployment, path: Path, version: int, replicas: int) -> Pool:
         spec = WorkerSpec(
