@@ -54,11 +54,18 @@ def default_backends(settings: Settings) -> list[Backend]:
     """The local target, always; the Azure ML clusters when a workspace is configured."""
     found: list[Backend] = [LocalBackend(max_concurrent=settings.local_max_concurrent, models_dir=settings.models_dir,
                                          env_passthrough=settings.job_env_passthrough)]
-    if settings.azureml_configured:
-        # Imported only here: without a workspace the service never loads azureml (~0.5 s, ~86 MB).
+    if not settings.azureml_configured:
+        return found
+    # Imported only here: without a workspace the service never loads an Azure ML SDK, and each
+    # SDK's backend is built only when some cluster uses it (azure-ai-ml alone costs seconds).
+    if settings.azureml_targets("v1"):
         from service.backends.azureml import AzureMLBackend
 
-        found.append(AzureMLBackend(settings))
+        found.append(AzureMLBackend(settings.for_azureml_sdk("v1")))
+    if settings.azureml_targets("v2"):
+        from service.backends.azureml_v2 import AzureMLV2Backend
+
+        found.append(AzureMLV2Backend(settings.for_azureml_sdk("v2")))
     return found
 
 

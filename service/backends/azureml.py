@@ -401,7 +401,7 @@ class AzureMLBackend:
             infos.append(ComputeInfo(
                 name=spec.name, kind="amlcompute", state=state.state, vm_size=spec.vm_size,
                 min_nodes=spec.min_nodes, max_nodes=spec.max_nodes, current_nodes=state.current_nodes,
-                error=state.error,
+                error=state.error, sdk="v1",
             ))
         return infos
 

@@ -99,6 +99,8 @@ class ComputeInfo:
     max_nodes: int | None = None
     current_nodes: int | None = None
     error: str | None = None
+    # Which Azure ML SDK serves the target (None for local).
+    sdk: Literal["v1", "v2"] | None = None
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,6 @@ class ComputePublic(BaseModel):
     max_nodes: int | None = None
     current_nodes: int | None = None
     error: str | None = None
+    sdk: Literal["v1", "v2"] | None = Field(
+        default=None, description="the Azure ML SDK that runs jobs on this target (v1: azureml-core, v2: azure-ai-ml)"
+    )

@@ -27,6 +27,8 @@ class AzureComputeSpec(BaseModel):
     # azureml-core's provisioning_configuration refuses a missing max_nodes (facts §2).
     max_nodes: int = Field(default=4, ge=1)
     idle_seconds_before_scaledown: int = Field(default=1800, ge=0)
+    # Which Azure ML SDK serves this cluster; None: RUNYARD_AZUREML_SDK.
+    sdk: Literal["v1", "v2"] | None = None
 
     @model_validator(mode="after")
     def _valid(self) -> AzureComputeSpec:
@@ -135,6 +137,10 @@ class Settings(BaseSettings):
     azureml_poll_detail_budget: int = Field(default=10, ge=1)
     # ...and a running run's are re-read at most this often (status changes are read at once).
     azureml_detail_refresh_seconds: float = Field(default=10.0, ge=0)
+    # v1: azureml-core (ScriptRunConfig); v2: azure-ai-ml (command jobs). A cluster's own `sdk` wins.
+    azureml_sdk: Literal["v1", "v2"] = "v1"
+    # The curated image a v2 job's environment builds its conda file on.
+    azureml_v2_base_image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
     azure_tenant_id: SecretStr | None = _azure_credential("AZURE_TENANT_ID")
     azure_client_id: SecretStr | None = _azure_credential("AZURE_CLIENT_ID")
     azure_client_secret: SecretStr | None = _azure_credential("AZURE_CLIENT_SECRET")
@@ -194,6 +200,14 @@ class Settings(BaseSettings):
     def azureml_configured(self) -> bool:
         """True when an Azure ML workspace is configured."""
         return self.azureml_config is not None or bool(self.azureml_workspace_name)
+
+    def azureml_targets(self, sdk: Literal["v1", "v2"]) -> list[AzureComputeSpec]:
+        """The declared clusters that `sdk` serves."""
+        return [t for t in self.azureml_compute_targets if (t.sdk or self.azureml_sdk) == sdk]
+
+    def for_azureml_sdk(self, sdk: Literal["v1", "v2"]) -> Settings:
+        """These settings with only the clusters `sdk` serves (each backend sees its own)."""
+        return self.model_copy(update={"azureml_compute_targets": self.azureml_targets(sdk)})
 
     @property
     def effective_database_url(self) -> str:
