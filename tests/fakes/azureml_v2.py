@@ -23,9 +23,17 @@ from typing import Any
 
 import requests
 from azure.ai.ml import Input, command
+from azure.ai.ml.constants import ListViewType
 from azure.ai.ml.entities import AmlCompute, Command, Data, Environment, Model
 from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, ValidationException
-from azure.core.exceptions import HttpResponseError, map_error
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ResourceNotModifiedError,
+    map_error,
+)
 from azure.core.pipeline.transport import HttpRequest, RequestsTransportResponse
 from azure.core.polling import LROPoller, NoPolling
 from azure.identity import ClientSecretCredential, ManagedIdentityCredential
@@ -41,16 +49,22 @@ PAGE_SIZE = 100  # jobs per page of a workspace job listing
 TRACKING_URI = "azureml://eastus.api.azureml.ms/mlflow/v1.0/subscriptions/s/resourceGroups/g/providers/" \
                "Microsoft.MachineLearningServices/workspaces/runyard-ws"
 
+_ERROR_MAP = {401: ClientAuthenticationError, 404: ResourceNotFoundError, 409: ResourceExistsError,
+              304: ResourceNotModifiedError}
+
 
 def http_error(status: int, code: str = "ServiceError", message: str = "the service said no") -> HttpResponseError:
-    """The exception azure-core raises for an HTTP `status` reply (map_error's defaults, then HttpResponseError)."""
+    """The exception an azure-ai-ml operation raises for an HTTP `status` reply.
+
+    As its generated clients do: `map_error` with their usual error map, else `HttpResponseError`.
+    """
     reply = requests.Response()
     reply.status_code = status
     reply._content = json.dumps({"error": {"code": code, "message": message}}).encode()
     reply.headers["Content-Type"] = "application/json"
     response = RequestsTransportResponse(HttpRequest("GET", "https://management.azure.com/fake"), reply)
     try:
-        map_error(status_code=status, response=response, error_map={})
+        map_error(status_code=status, response=response, error_map=_ERROR_MAP)
     except HttpResponseError as mapped:  # 401, 404, 409 and 304 have their own classes
         return mapped
     return HttpResponseError(response=response)
@@ -280,7 +294,7 @@ class JobOperations(_Operations):
         return self._azure.record(name).entity(self._azure.clock())
 
     @sdk_call("jobs.list")
-    def list(self, *, parent_job_name=None, list_view_type=None, **kwargs):
+    def list(self, *, parent_job_name=None, list_view_type=ListViewType.ACTIVE_ONLY, **kwargs):
         azure = self._azure
         records = sorted(azure.jobs.values(), key=lambda r: r.number, reverse=True)
 
