@@ -229,7 +229,9 @@ def test_list_page_and_delete(client: TestClient, digits_model: Path) -> None:
     rest = client.get("/v1/endpoints", params={"limit": 2, "cursor": first["next_cursor"]}).json()
     assert [e["name"] for e in rest["items"]] == ["c"]
     assert rest["next_cursor"] is None
-    pid = wait_endpoint(client, "a")["workers"][0]["pid"]
+    ready = wait_endpoint(client, "a")
+    assert ready["status"] == "ready", ready
+    pid = ready["workers"][0]["pid"]
     assert client.delete("/v1/endpoints/a").status_code == 204
     assert client.get("/v1/endpoints/a").status_code == 404
     assert _score(client, "a", [[0.0] * 64]).status_code == 404
