@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
@@ -26,6 +27,17 @@ def insert_if_absent(session: Session, table: type[SQLModel], **values: Any) -> 
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     session.execute(insert(table).values(**values).on_conflict_do_nothing())
+
+
+def serialize(session: Session, scope: str) -> None:
+    """Make writers of `scope` (a model name, say) take turns until this transaction ends.
+
+    On PostgreSQL a transaction advisory lock keyed by the scope: a dozen replicas registering one
+    model at once would otherwise all read the same latest number and retry in a herd, each round
+    settling one of them. On SQLite the writer already holds the database's only write lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"), {"scope": scope})
 
 
 def add_numbered(session: Session, *, latest: Callable[[], int | None], make: Callable[[int], T]) -> T:

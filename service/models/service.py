@@ -19,6 +19,7 @@ from service.core.rundir import clean_relative
 from service.core.schemas import MAX_VERSION, bounded_int
 from service.core.states import JobStatus
 from service.db.pagination import keyset_page
+from service.db.repository import serialize
 from service.db.tables import Job, ModelVersion
 from service.jobs import artifacts
 from service.jobs import service as jobs
@@ -63,6 +64,7 @@ def _reserve(
                 earlier = _earlier(tx.session, job, spec, once_per)
                 if earlier is not None:
                     return earlier, ref, backend
+                serialize(tx.session, f"model-version:{spec.model_name}")
                 model = ModelVersion(
                     name=spec.model_name, version=next_version(tx.session, spec.model_name), job_id=job.id,
                     run_id=job.run_id, experiment=job.experiment, model_path=path, location="", tags=dict(spec.tags),

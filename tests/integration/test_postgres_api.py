@@ -87,3 +87,20 @@ def test_concurrent_versions_are_numbered_by_the_database_on_postgres(pg_client:
     with ThreadPoolExecutor(8) as pool:
         versions = sorted(pool.map(post, range(12)))
     assert versions == list(range(1, 13))
+
+
+def test_a_herd_of_model_registrations_all_get_versions_on_postgres(pg_client: TestClient) -> None:
+    # More concurrent registrations of one name than the retry budget: without taking turns,
+    # each round of the herd settled one writer and the rest ran out of tries with a 409.
+    job_id = pg_client.post("/v1/jobs", json=script_job("write_model.py", "--kind", "garbage")).json()["id"]
+    assert wait_for(pg_client, job_id)["status"] == "completed"
+
+    def register(_: int) -> int:
+        response = pg_client.post(f"/v1/jobs/{job_id}/models",
+                                  json={"model_name": "herd", "model_path": "outputs/model.pkl"})
+        assert response.status_code == 201, response.text
+        return int(response.json()["version"])
+
+    with ThreadPoolExecutor(16) as pool:
+        versions = sorted(pool.map(register, range(24)))
+    assert versions == list(range(1, 25))
