@@ -8,9 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from service.api import docs_assets, health, problems, telemetry
+from service.api import docs_assets, health, openapi, problems, telemetry
 from service.api.auth import ApiKeys, LoopbackOnly, is_loopback, require_api_key
-from service.api.docs import ERRORS
 from service.api.middleware import BodySizeLimit, RequestObservability
 from service.api.ui import routes as dashboard
 from service.backends.base import Backend, BackgroundWork, ReportsExits
@@ -151,10 +150,12 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
     # docs too unless the operator asks for a key there (docs/security.md).
     keyed = [Depends(require_api_key)]
     for router in V1_ROUTERS:
-        app.include_router(router, dependencies=keyed, responses=ERRORS(401))
+        app.include_router(router, dependencies=keyed)
     app.include_router(health.router)
     app.include_router(telemetry.router, dependencies=keyed if cfg.metrics_require_key else [])
     docs_assets.install(app, dependencies=keyed if cfg.docs_require_key else [])
+    openapi.refine(app, keys_required=api_keys.enabled,
+                   keyed=("/v1/", "/metrics") if cfg.metrics_require_key else ("/v1/",))
     dashboard.install(app)  # /ui: pages for people; the key (if any) is asked once, then a session cookie
     app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_body_bytes)
     if not api_keys.enabled:

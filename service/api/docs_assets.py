@@ -8,15 +8,12 @@ import re
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.params import Depends
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-
-from service.api.schemas import Problem
 
 ASSETS_URL = "/docs-assets"
 OPENAPI_URL = "/openapi.json"
@@ -64,7 +61,6 @@ def install(app: FastAPI, *, dependencies: Sequence[Depends] = ()) -> None:
     the assets are the installed package's public files and stay open.
     """
     app.mount(ASSETS_URL, StaticFiles(directory=assets_dir()), name="docs-assets")
-    _document_validation_errors_as_problems(app)
     openapi_url = OPENAPI_URL
     guarded = list(dependencies)
 
@@ -99,29 +95,3 @@ def install(app: FastAPI, *, dependencies: Sequence[Depends] = ()) -> None:
             redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         ))
-
-
-def _document_validation_errors_as_problems(app: FastAPI) -> None:
-    """FastAPI documents every 422 as its own `HTTPValidationError` JSON; ours are problem documents."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = build()
-        problem = {"$ref": "#/components/schemas/Problem"}
-        for operations in schema.get("paths", {}).values():
-            for operation in operations.values():
-                invalid = operation.get("responses", {}).get("422")
-                if invalid is not None and "application/json" in invalid.get("content", {}):
-                    invalid["description"] = "The request is not valid"
-                    invalid["content"] = {"application/problem+json": {"schema": problem}}
-        components = schema.get("components", {}).get("schemas", {})
-        if "Problem" not in components:
-            components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-        for unused in ("HTTPValidationError", "ValidationError"):
-            components.pop(unused, None)
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

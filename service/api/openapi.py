@@ -1,0 +1,89 @@
+"""The OpenAPI document as the server behaves: security only when keys are configured, every error listed.
+
+FastAPI derives the document from the routes' signatures; what it cannot see is added here once,
+when the document is first built: the bearer requirement follows the keys (an `HTTPBearer`
+dependency would declare it even when no key is configured), errors are problem+json, and the
+statuses a middleware or an exception handler can answer on any route are listed on each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.api.schemas import Problem
+
+SCHEME = "HTTPBearer"
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+_TEXT = {
+    401: "Missing or wrong API key",
+    403: "A dashboard session's request without its CSRF header",
+    413: "The request body is too large",
+    415: "The request body is not JSON",
+    422: "The request is not valid",
+    503: "Storage or a backend is unavailable for now; retry after Retry-After",
+}
+_BODY_METHODS = {"post", "put", "patch"}
+
+
+def refine(app: FastAPI, *, keys_required: bool, keyed: tuple[str, ...] = ("/v1/",)) -> None:
+    """Post-process `app`'s document; `keys_required` when keys are configured, and then the paths
+    starting with one of `keyed` need one (the routes that depend on `require_api_key`)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                _refine_operation(operation, method, keyed=keys_required and path.startswith(keyed),
+                                  keys_required=keys_required, v1=path.startswith("/v1/"))
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        if "Problem" not in schemas:
+            schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        if keys_required:
+            components["securitySchemes"] = {
+                SCHEME: {"type": "http", "scheme": "bearer", "description": "an API key from RUNYARD_API_KEYS"}
+            }
+        else:
+            components.pop("securitySchemes", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _refine_operation(
+    operation: dict[str, Any], method: str, *, keyed: bool, keys_required: bool, v1: bool
+) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    optional = operation.pop("security", None) is not None and not keyed
+    if keyed:
+        operation["security"] = [{SCHEME: []}]
+        _add(responses, 401)
+        if method in _BODY_METHODS:
+            _add(responses, 403)
+    else:
+        responses.pop("401", None)
+        if optional and keys_required:
+            # A route that reads a key when one is sent (more detail) and answers without one too.
+            operation["security"] = [{SCHEME: []}, {}]
+    if v1:  # every /v1 route reads or writes the database, which can be locked or full
+        _add(responses, 503)
+    if "requestBody" in operation:
+        for code in (413, 415, 422):
+            _add(responses, code)
+    for status, response in responses.items():
+        if status[:1] in "45":
+            response["content"] = {"application/problem+json": {"schema": _PROBLEM}}
+            if status == "422":
+                response["description"] = _TEXT[422]
+
+
+def _add(responses: dict[str, Any], code: int) -> None:
+    responses.setdefault(str(code), {"description": _TEXT[code]})

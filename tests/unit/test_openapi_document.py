@@ -1,0 +1,60 @@
+"""The OpenAPI document says what the server does: security only with keys, every error it can answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from service.app import create_app
+from service.core.settings import Settings
+
+KEY = "doc-key-0123456789abcdef"
+BEARER = {"HTTPBearer": []}
+
+
+def document(tmp_path: Path, **settings: Any) -> dict[str, Any]:
+    return create_app(Settings(_env_file=None, data_dir=tmp_path, **settings)).openapi()  # type: ignore[call-arg]
+
+
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
+
+
+def test_without_keys_no_operation_declares_security_or_401(tmp_path: Path) -> None:
+    spec = document(tmp_path)
+    assert "securitySchemes" not in spec.get("components", {})
+    for path, method, op in operations(spec):
+        assert "security" not in op, (method, path)
+        assert "401" not in op["responses"], (method, path)
+
+
+def test_with_keys_every_v1_operation_needs_the_bearer_key_and_documents_401(tmp_path: Path) -> None:
+    spec = document(tmp_path, api_keys=KEY)
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    v1 = [(path, method, op) for path, method, op in operations(spec) if path.startswith("/v1/")]
+    assert len(v1) >= 20
+    for path, method, op in v1:
+        assert op["security"] == [BEARER], (method, path)
+        assert "401" in op["responses"], (method, path)
+    # /readyz answers everyone and tells a caller with a key more: the key is optional there.
+    assert spec["paths"]["/readyz"]["get"]["security"] == [BEARER, {}]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
+def test_metrics_needs_the_key_only_when_the_operator_asks(tmp_path: Path) -> None:
+    assert "security" not in document(tmp_path, api_keys=KEY)["paths"]["/metrics"]["get"]
+    guarded = document(tmp_path, api_keys=KEY, metrics_require_key=True)["paths"]["/metrics"]["get"]
+    assert guarded["security"] == [BEARER]
+    assert "401" in guarded["responses"]
+
+
+def test_every_error_is_a_problem_document_and_bodies_list_their_refusals(tmp_path: Path) -> None:
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, method, op in operations(document(tmp_path, api_keys=KEY)):
+        for status, response in op["responses"].items():
+            if status[0] in "45":
+                assert response["content"] == problem, (method, path, status)
+        if "requestBody" in op:
+            assert {"413", "415", "422"} <= set(op["responses"]), (method, path)
+        if path.startswith("/v1/"):
+            assert "503" in op["responses"], (method, path)
