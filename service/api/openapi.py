@@ -17,6 +17,7 @@ from service.api.schemas import Problem
 SCHEME = "HTTPBearer"
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 _TEXT = {
+    400: "The request body cannot be parsed",
     401: "Missing or wrong API key",
     403: "A dashboard session's request without its CSRF header",
     413: "The request body is too large",
@@ -76,7 +77,7 @@ def _refine_operation(
     if v1:  # every /v1 route reads or writes the database, which can be locked or full
         _add(responses, 503)
     if "requestBody" in operation:
-        for code in (413, 415, 422):
+        for code in (400, 413, 415, 422):
             _add(responses, code)
     for status, response in responses.items():
         if status[:1] in "45":

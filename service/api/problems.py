@@ -88,7 +88,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}.get(exc.status_code, "Error")
-        return problem(exc.status_code, title, str(exc.detail), request)
+        # Starlette's 405 carries the route's `Allow` header (RFC 9110 requires it): keep it.
+        return problem(exc.status_code, title, str(exc.detail), request,
+                       headers=dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

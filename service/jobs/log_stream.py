@@ -16,6 +16,7 @@ import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -37,9 +38,45 @@ RETRY_MS = 2000
 RETRY_AFTER_SECONDS = 10
 # Routes take slots on worker threads; streams give them back on the event loop.
 _COUNT_LOCK = threading.Lock()
+
+
+def _event(name: str, data: dict[str, Any], description: str) -> dict[str, Any]:
+    """One event type as the stream sends it: `data` is text; for JSON events, `contentSchema` is its shape."""
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", **data},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    }
+
+
+def _json(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"contentMediaType": "application/json",
+            "contentSchema": {"type": "object", "required": list(properties), "properties": properties}}
+
+
+# One schema per event (Open API 3.1 reads an event stream's `schema` as each event's).
 STREAM_DOC = {
     "text/event-stream": {
-        "schema": {"type": "string"},
+        "schema": {
+            "oneOf": [
+                _event("log", {}, "Log text; `id` is the byte offset after it (send it back as Last-Event-ID)."),
+                _event("attempt", _json({"attempt": {"type": "integer", "minimum": 2}}),
+                       "A retry started; its log starts again at byte 0 (`id` is 0)."),
+                _event("end", _json({
+                    "status": {"type": "string"},
+                    "exit_code": {"type": ["integer", "null"]},
+                    "error": {"type": ["string", "null"]},
+                    "next_offset": {"type": "integer", "minimum": 0},
+                }), "The last event: the job's final status. A stream closed without it was cut: reconnect."),
+                _event("error", _json({"detail": {"type": "string"}}), "The job was deleted while followed."),
+            ],
+        },
         "example": 'id: 27\nevent: log\ndata: Data folder: /data/digits\n\n'
                    'event: end\nid: 1432\ndata: {"status": "completed", "exit_code": 0, "error": null, '
                    '"next_offset": 1432}\n\n',

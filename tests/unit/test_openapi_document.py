@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
+
 from service.app import create_app
 from service.core.settings import Settings
 
@@ -55,6 +57,24 @@ def test_every_error_is_a_problem_document_and_bodies_list_their_refusals(tmp_pa
             if status[0] in "45":
                 assert response["content"] == problem, (method, path, status)
         if "requestBody" in op:
-            assert {"413", "415", "422"} <= set(op["responses"]), (method, path)
+            assert {"400", "413", "415", "422"} <= set(op["responses"]), (method, path)
         if path.startswith("/v1/"):
             assert "503" in op["responses"], (method, path)
+
+
+def test_the_log_stream_documents_each_event_type_and_its_data(tmp_path: Path) -> None:
+    ok = document(tmp_path)["paths"]["/v1/jobs/{job_id}/logs"]["get"]["responses"]["200"]["content"]
+    events = ok["text/event-stream"]["schema"]["oneOf"]
+    by_name = {e["properties"]["event"]["const"]: e["properties"]["data"] for e in events}
+    assert {"log", "attempt", "end"} <= set(by_name)
+    assert by_name["log"] == {"type": "string"}
+    assert set(by_name["end"]["contentSchema"]["required"]) == {"status", "exit_code", "error", "next_offset"}
+    assert by_name["attempt"]["contentMediaType"] == "application/json"
+
+
+def test_an_undeclared_method_answers_405_with_allow(tmp_path: Path) -> None:
+    client = TestClient(create_app(Settings(_env_file=None, data_dir=tmp_path)))  # type: ignore[call-arg]
+    for path, allowed in (("/healthz", "GET"), ("/v1/jobs/01ABC/cancel", "POST")):
+        answer = client.request("TRACE", path)
+        assert answer.status_code == 405
+        assert answer.headers["allow"] == allowed
