@@ -237,17 +237,27 @@ class LocalBackend:
     ) -> RegisteredModel:
         source = RunDir(run.run_dir).resolve(model_path)
         target = self.models_dir / model_name / str(version)
-        if target.exists():
-            _make_writable(target)
-            shutil.rmtree(target)  # left by a registration whose commit failed
-        target.mkdir(parents=True)
+        # Built beside its place and renamed in: two replicas may finish one reservation at once
+        # (both ending a sweep), and neither may see the other's half-copied folder.
+        staging = target.with_name(f".{target.name}.{new_id()}")
+        staging.mkdir(parents=True)
         if source.is_dir():
-            shutil.copytree(source, target / source.name, symlinks=False)
+            shutil.copytree(source, staging / source.name, symlinks=False)
         else:
-            shutil.copy2(source, target / source.name)
+            shutil.copy2(source, staging / source.name)
         # The registry's copy is out of the run folder and read-only, and its digest is recorded:
         # a later run writing there is refused (for another user) and caught when served.
-        _make_read_only(target)
+        _make_read_only(staging)
+        if target.exists():
+            with contextlib.suppress(OSError):  # another registration may be replacing it too
+                _make_writable(target)
+            shutil.rmtree(target, ignore_errors=True)  # left by a registration whose commit failed
+        try:
+            staging.rename(target)
+        except OSError:
+            # The same reservation's copy, placed a moment ago by a concurrent registration.
+            _make_writable(staging)
+            shutil.rmtree(staging, ignore_errors=True)
         files = tuple(p.relative_to(target).as_posix() for p in sorted(target.rglob("*")) if p.is_file())
         return RegisteredModel(location=str(target), files=files, sha256=tree_sha256(target / source.name))
 

@@ -61,10 +61,11 @@ def _reserve(
                 _check_registrable(job, path)
                 backend = runtime.backends.for_target(job.compute_target)
                 ref = runtime.run_ref(job)
+                # Before looking for an earlier one: two replicas ending one sweep find each other's.
+                serialize(tx.session, f"model-version:{spec.model_name}")
                 earlier = _earlier(tx.session, job, spec, once_per)
                 if earlier is not None:
                     return earlier, ref, backend
-                serialize(tx.session, f"model-version:{spec.model_name}")
                 model = ModelVersion(
                     name=spec.model_name, version=next_version(tx.session, spec.model_name), job_id=job.id,
                     run_id=job.run_id, experiment=job.experiment, model_path=path, location="", tags=dict(spec.tags),

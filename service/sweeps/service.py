@@ -126,9 +126,9 @@ def _by_key(session: Session, key: str, digest: str) -> Sweep | None:
     return sweep
 
 
-def get_sweep(session: Session, *, sweep_id: str) -> Sweep:
-    """The sweep; unknown ids are a 404."""
-    sweep = session.get(Sweep, sweep_id)
+def get_sweep(session: Session, *, sweep_id: str, for_update: bool = False) -> Sweep:
+    """The sweep (under its row lock with `for_update`, on PostgreSQL); unknown ids are a 404."""
+    sweep = session.get(Sweep, sweep_id, with_for_update=for_update, populate_existing=for_update)
     if sweep is None:
         raise NotFound(f"sweep {sweep_id!r} does not exist")
     return sweep

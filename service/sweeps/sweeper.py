@@ -83,9 +83,9 @@ class Sweeper:
                 raise  # the sweep stays open; the next tick tries again
             error = f"registering the best child's model failed: {exc.message}"
         with self.runtime.uow() as tx:
-            sweep = sweeps.get_sweep(tx.session, sweep_id=sweep_id)
+            sweep = sweeps.get_sweep(tx.session, sweep_id=sweep_id, for_update=True)
             if sweep.status is not SweepStatus.RUNNING:
-                return  # canceled meanwhile: the next reconcile ends it canceled
+                return  # canceled meanwhile (the next reconcile ends it canceled), or another replica ended it
             if model is not None:
                 sweep.model_name, sweep.model_version = model.name, model.version
             status = SweepStatus.COMPLETED if error is None else SweepStatus.FAILED
@@ -98,7 +98,7 @@ def launch_next(tx: UnitOfWork, *, sweep_id: str, runtime: Runtime) -> Job | Non
     """Submit the next child of the plan if the sweep is running and has a free slot."""
     session = tx.session
     # Read under the write lock, so a cancel committed a moment ago is seen.
-    sweep = session.get(Sweep, sweep_id)
+    sweep = _lock(session, sweep_id)
     if sweep is None or sweep.status is not SweepStatus.RUNNING or sweep.error is not None:
         return None
     children = sweeps.children_of(session, sweep_id=sweep_id)
@@ -121,7 +121,7 @@ def launch_next(tx: UnitOfWork, *, sweep_id: str, runtime: Runtime) -> Job | Non
 def reconcile(tx: UnitOfWork, *, sweep_id: str) -> Outcome:
     """Apply cancels and the early-termination policy, track the best child, end the sweep when done."""
     session = tx.session
-    sweep = session.get(Sweep, sweep_id)
+    sweep = _lock(session, sweep_id)
     if sweep is None or sweep.status.is_terminal():
         return Outcome()
     spec = SweepCreate.model_validate(sweep.spec)
@@ -140,6 +140,15 @@ def reconcile(tx: UnitOfWork, *, sweep_id: str) -> Outcome:
     if exhausted and not active:
         return Outcome(register=_finish(tx, sweep, spec, children))
     return Outcome(free_slots=0 if exhausted else max(0, spec.max_concurrent_runs - active))
+
+
+def _lock(session: Session, sweep_id: str) -> Sweep | None:
+    """The sweep under its row lock, or None while another replica is advancing it (PostgreSQL).
+
+    Every replica runs the sweeper: the row lock lets one at a time reconcile or launch, so two
+    cannot both end a sweep; SQLite has one writer anyway and ignores the clause.
+    """
+    return session.get(Sweep, sweep_id, with_for_update={"skip_locked": True}, populate_existing=True)
 
 
 def _series(session: Session, job_ids: list[str], metric: str) -> SeriesByJob:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.core.settings import Settings
+from service.models import service as registry
+from service.models.schemas import ModelRegister
 from tests.conftest import script_job, tutorial_job, wait_for
 from tests.support.postgres import scratch_database
 
@@ -104,3 +107,20 @@ def test_a_herd_of_model_registrations_all_get_versions_on_postgres(pg_client: T
     with ThreadPoolExecutor(16) as pool:
         versions = sorted(pool.map(register, range(24)))
     assert versions == list(range(1, 25))
+
+
+def test_two_replicas_ending_one_sweep_register_its_best_once_on_postgres(pg_client: TestClient) -> None:
+    # Each replica's sweeper may reach "register the best child" for the same sweep at once; the
+    # once-per-sweep lookup must see the other's reservation, so one version comes of it.
+    job_id = pg_client.post("/v1/jobs", json=script_job("write_model.py", "--kind", "garbage")).json()["id"]
+    assert wait_for(pg_client, job_id)["status"] == "completed"
+    runtime: Any = pg_client.app.state.runtime  # type: ignore[attr-defined]
+    spec = ModelRegister(model_name="best", model_path="outputs/model.pkl", tags={"sweep_id": "s-1"})
+
+    def register(_: int) -> int:
+        return registry.register_model(runtime, job_id=job_id, spec=spec, once_per="sweep_id").version
+
+    with ThreadPoolExecutor(8) as pool:
+        versions = set(pool.map(register, range(8)))
+    assert versions == {1}
+    assert [v["version"] for v in pg_client.get("/v1/models/best/versions").json()["items"]] == [1]
