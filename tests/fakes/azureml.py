@@ -756,6 +756,7 @@ class FileDataset:
     def __init__(self, path: str, name: str | None = None, version: int | None = None) -> None:
         self.path, self.name, self.version = path, name, version
         self.id = None if name is None else f"{name}:{version}"
+        self.definition: Any = None  # the real SDK's FileDataset, when from_files could build one
 
     def as_mount(self, path_on_compute=None):
         return DatasetConsumptionConfig(f"input__{secrets.token_hex(4)}", self, mode="mount",
@@ -774,8 +775,19 @@ class FileDataset:
                 raise UserErrorException(f'There is already a dataset registered under name "{name}". '
                                          "Specify create_new_version=True to register the dataset as a new version.")
             registered = azure.FileDataset(self.path, name=name, version=len(versions) + 1)
+            registered.definition = self.definition
             versions.append(registered)
         return registered
+
+
+def _real_file_dataset_factory() -> Any:
+    """azureml-core's FileDatasetFactory when azureml-dataset-runtime is installed; None otherwise."""
+    try:
+        import azureml.dataprep  # noqa: F401 - the runtime from_files needs
+        from azureml.data.dataset_factory import FileDatasetFactory as Real
+    except ImportError:
+        return None
+    return Real
 
 
 class FileDatasetFactory:
@@ -788,7 +800,15 @@ class FileDatasetFactory:
             raise ImportError(get_dataprep_missing_message())
         if not isinstance(path, str) or not _URL.match(path):
             raise UserErrorException(f"Invalid argument type for path: {path!r}")
-        return cls._azure.FileDataset(path)
+        dataset = cls._azure.FileDataset(path)
+        # Where azureml-dataset-runtime is installed (the `azure` extra, as in CI), the SDK's own
+        # from_files builds the definition: it is lazy, so it runs offline, and it refuses what the
+        # SDK refuses. validate=False: validating reads the files from storage, which only Azure has.
+        real = _real_file_dataset_factory()
+        if real is not None:
+            dataset.definition = real.from_files(path, validate=False, partition_format=partition_format,
+                                                 is_file=is_file)
+        return dataset
 
 
 class Dataset:

@@ -7,6 +7,8 @@ advances it, so every status a run goes through can be observed.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 from azureml.core import ScriptRunConfig
 from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
+from azureml.data.file_dataset import FileDataset as RealFileDataset
 from azureml.exceptions import AuthenticationException
 from fastapi.testclient import TestClient
 
@@ -32,6 +35,8 @@ from tests.support.jobs import script_job, tutorial_job, wait_for
 
 MNIST_URI = "https://azureopendatastorage.blob.core.windows.net/mnist/"
 MODEL = "outputs/sklearn_mnist_model.pkl"
+
+RUNTIME_INSTALLED = importlib.util.find_spec("azureml.dataprep") is not None
 
 
 @pytest.fixture(autouse=True)
@@ -126,6 +131,11 @@ def test_tutorial_on_cpu_cluster_end_to_end(client: TestClient, fake: FakeAzure)
     mount = config.arguments[1]
     assert isinstance(mount, DatasetConsumptionConfig)
     assert (mount.mode, mount.dataset.path, mount.dataset.name) == ("mount", MNIST_URI, "mnist-blob")
+    if RUNTIME_INSTALLED:  # the `azure` extra (CI installs it): the SDK's own from_files built the dataset
+        assert isinstance(mount.dataset.definition, RealFileDataset)
+        assert mount.dataset.definition.as_mount().mode == "mount"
+    elif os.environ.get("CI"):
+        raise AssertionError("CI installs the azure extra: azureml-dataset-runtime should be importable")
     assert config.run_config.target == "cpu-cluster"
     env = config.run_config.environment
     assert env.name == "tutorial-env"
