@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from sqlmodel import Session
 
 from service.core.settings import Settings
@@ -37,4 +37,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 # No write-session dependency on purpose: a dependency's session closes only after the response,
 # holding SQLite's write lock meanwhile. Routes that write open `runtime.uow()` inline.
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-Cursor = Annotated[str | None, Query(max_length=2048, description="next_cursor of the previous page")]
+# A cursor is base64url without padding (db/pagination.encode_cursor); one that is not ours is a 422.
+Cursor = Annotated[str | None, Query(min_length=1, max_length=2048, pattern=r"^[A-Za-z0-9_-]+$",
+                                     description="next_cursor of the previous page, unchanged")]
+# Exactly what the registry reads: a version number (1 up, as registered) or `latest`.
+VersionRef = Annotated[str, Path(pattern=r"^([1-9][0-9]{0,8}|latest)$", description="a version number, or `latest`")]

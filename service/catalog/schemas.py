@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from service.core.schemas import ExperimentName, Name, Strict
 
@@ -48,6 +48,13 @@ class DatasetCreate(Strict):
         Annotated[str, StringConstraints(pattern=r"^(https?|wasbs?|abfss?|adl|azureml)://.+", max_length=4096)] | None
     ) = None
     description: Annotated[str, StringConstraints(max_length=4096)] = ""
+
+    # Exactly one of path or uri (catalog.create_dataset refuses both and neither): said in the
+    # schema too, so a generated client refuses what the server refuses.
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["path"], "properties": {"path": {"type": "string"}}},
+        {"required": ["uri"], "properties": {"uri": {"type": "string"}}},
+    ]})
 
 
 class DatasetPublic(BaseModel):

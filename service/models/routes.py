@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
+from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep, VersionRef
 from service.api.docs import ERRORS
 from service.core.schemas import Page
 from service.db.tables import ModelVersion
@@ -52,5 +52,5 @@ def list_versions(
     summary="Read a model version (a number or `latest`)",
     responses=ERRORS(404, 422),
 )
-def get_version(name: str, version: str, session: SessionDep) -> ModelVersionPublic:
+def get_version(name: str, version: VersionRef, session: SessionDep) -> ModelVersionPublic:
     return _public(registry.get_version(session, name=name, version=version))

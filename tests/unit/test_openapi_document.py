@@ -78,3 +78,27 @@ def test_an_undeclared_method_answers_405_with_allow(tmp_path: Path) -> None:
         answer = client.request("TRACE", path)
         assert answer.status_code == 405
         assert answer.headers["allow"] == allowed
+
+
+def test_a_model_version_is_a_number_from_1_or_latest_in_the_document_and_the_server(tmp_path: Path) -> None:
+    spec = document(tmp_path)
+    for path in ("/v1/models/{name}/versions/{version}", "/v1/models/{name}/versions/{version}/evaluate"):
+        (version,) = [p for op in spec["paths"][path].values() for p in op["parameters"] if p["name"] == "version"]
+        assert version["schema"]["pattern"] == "^([1-9][0-9]{0,8}|latest)$"
+    with TestClient(create_app(Settings(_env_file=None, data_dir=tmp_path))) as client:  # type: ignore[call-arg]
+        assert client.get("/v1/models/m/versions/0").status_code == 422
+        assert client.get("/v1/models/m/versions/1").status_code == 404
+        assert client.get("/v1/models/m/versions/latest").status_code == 404
+
+
+def test_a_dataset_body_takes_exactly_one_of_path_or_uri(tmp_path: Path) -> None:
+    body = document(tmp_path)["components"]["schemas"]["DatasetCreate"]
+    assert [branch["required"] for branch in body["oneOf"]] == [["path"], ["uri"]]
+
+
+def test_a_cursor_is_documented_as_base64url(tmp_path: Path) -> None:
+    for path, method, op in operations(document(tmp_path)):
+        for param in op.get("parameters", []):
+            if param["name"] == "cursor":
+                assert param["schema"]["anyOf"][0]["pattern"] == "^[A-Za-z0-9_-]+$", (method, path)
+                assert "422" in op["responses"], (method, path)

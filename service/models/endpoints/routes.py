@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 
-from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
+from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep, VersionRef
 from service.api.docs import ERRORS
 from service.api.problems import problem
 from service.catalog import service as catalog
@@ -211,7 +211,7 @@ def _unavailable(detail: str, request: Request) -> Response:
     summary="Score a dataset's test split with a model version; keeps accuracy and the confusion matrix",
     responses=ERRORS(404, 422),
 )
-async def evaluate(name: str, version: str, spec: EvaluateRequest, runtime: RuntimeDep) -> ModelVersionPublic:
+async def evaluate(name: str, version: VersionRef, spec: EvaluateRequest, runtime: RuntimeDep) -> ModelVersionPublic:
     def resolve() -> tuple[ModelVersion, Any, evaluation.TestSplit, int]:
         with runtime.db.session() as session:
             model = endpoints.model_version(session, model=name, version=version)
