@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
         events = Events()
         runtime = Runtime(settings=cfg, db=db, backends=Backends(backends(cfg)), metrics=metrics, events=events)
         metrics.watch(JobsByStatus(db))
+        metrics.identify(replica=cfg.effective_replica_id, database=db.engine.dialect.name)
         dispatcher, poller, sweeper = Dispatcher(runtime), Poller(runtime), Sweeper(runtime)
         subscribe(events, metrics=metrics, dispatcher=dispatcher, poller=poller, sweeper=sweeper)
         for backend in runtime.backends.unique():

@@ -53,8 +53,12 @@ async def readyz(runtime: RuntimeDep, trusted: TrustedCaller) -> JSONResponse:
         if backend.kind in runtime.backend_health and checks[name] == "ok":
             checks[name], backends_ok = f"degraded: {runtime.backend_health[backend.kind]}", False
     state = "ok" if db_ok and backends_ok else "degraded" if db_ok else "unavailable"
-    shown = checks if trusted else {}
-    return JSONResponse(Health(status=state, checks=shown).model_dump(), status_code=200 if db_ok else 503)
+    health = Health(status=state)
+    if trusted:
+        kind = runtime.db.engine.dialect.name
+        health = Health(status=state, checks=checks, replica=runtime.settings.effective_replica_id,
+                        database="postgresql" if kind == "postgresql" else "sqlite")
+    return JSONResponse(health.model_dump(exclude_none=True), status_code=200 if db_ok else 503)
 
 
 def _disk_space(runtime: Runtime) -> None:

@@ -21,3 +21,6 @@ class Problem(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+    # Shown to trusted callers, like the checks: which replica answered, on which database kind.
+    replica: str | None = None
+    database: Literal["postgresql", "sqlite"] | None = None

@@ -124,3 +124,14 @@ def test_two_replicas_ending_one_sweep_register_its_best_once_on_postgres(pg_cli
         versions = set(pool.map(register, range(8)))
     assert versions == {1}
     assert [v["version"] for v in pg_client.get("/v1/models/best/versions").json()["items"]] == [1]
+
+
+def test_readyz_and_metrics_name_the_replica_and_the_database_on_postgres(settings: Settings) -> None:
+    with scratch_database() as url:
+        app = create_app(settings.model_copy(update={"database_url": url, "replica_id": "replica-7"}))
+        with TestClient(app) as client:
+            ready = client.get("/readyz").json()
+            scraped = client.get("/metrics").text
+    assert ready["replica"] == "replica-7"
+    assert ready["database"] == "postgresql"
+    assert 'runyard_replica_info{database="postgresql",replica="replica-7"} 1.0' in scraped
