@@ -21,7 +21,7 @@ CHECK_TIMEOUT = 5.0
 WRITE_FAILURE_WINDOW_SECONDS = 60.0
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers", response_model_exclude_none=True)
 async def healthz() -> Health:
     # Answered on the event loop itself: no database, no worker thread. A locked database or
     # a busy thread pool must not make a supervisor restart a process that is only waiting.
