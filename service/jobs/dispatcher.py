@@ -79,46 +79,53 @@ class Dispatcher:
         pending = [j for j in unsubmitted if j.id in self._inflight or self._due(j.id, now)]
         stale = {j.id for j in pending if leases.needs_renewal(j, me, now=wall, seconds=ttl)}
         claimed = [j.id for j in pending if j.id not in self._inflight and j.id not in stale]
-        free = self._free_slots(waiting, active)
-        if free or stale:
+        free, gone = self._free_slots(waiting, active)
+        if free or gone or stale:
             with self.runtime.uow() as tx:
                 held = leases.take(tx.session, stale, me, now=wall, seconds=ttl) if stale else set()
                 claimed += sorted(held - self._inflight)
-                for target, slots in free.items():
-                    queued = tx.session.exec(
-                        select(Job)
-                        .where(col(Job.status) == JobStatus.QUEUED, col(Job.compute_target) == target)
-                        .order_by(col(Job.id))
-                        .limit(slots)
-                        # Another replica's claim in progress is skipped, not waited for.
-                        .with_for_update(skip_locked=True)
-                    ).all()
-                    for job in queued:
-                        if slots == 0:  # a target whose backend is gone: fail its jobs
-                            lifecycle.fail(job, _GONE, now=wall)
-                            tx.publish(Event.JOB_ENDED, job.id)
-                        else:
-                            lifecycle.set_status(job, JobStatus.STARTING, now=wall)
-                            leases.hold(job, me, now=wall, seconds=ttl)
-                            claimed.append(job.id)
+                for target in gone:
+                    for job in self._queued(tx.session, target, CLAIM_BATCH):
+                        lifecycle.fail(job, _GONE, now=wall)
                         tx.session.add(job)
+                        tx.publish(Event.JOB_ENDED, job.id)
+                for target, slots in free.items():
+                    for job in self._queued(tx.session, target, slots):
+                        lifecycle.set_status(job, JobStatus.STARTING, now=wall)
+                        leases.hold(job, me, now=wall, seconds=ttl)
+                        tx.session.add(job)
+                        claimed.append(job.id)
         self._inflight.update(claimed)
         return claimed
 
-    def _free_slots(self, queued: dict[str, int], active: dict[str, int]) -> dict[str, int]:
-        """Target -> how many of its queued jobs to start now (0: the target no longer exists)."""
+    @staticmethod
+    def _queued(session: Session, target: str, limit: int) -> list[Job]:
+        """Up to `limit` queued jobs of `target`, oldest first, under their row locks."""
+        return list(session.exec(
+            select(Job)
+            .where(col(Job.status) == JobStatus.QUEUED, col(Job.compute_target) == target)
+            .order_by(col(Job.id))
+            .limit(limit)
+            # Another replica's claim in progress is skipped, not waited for.
+            .with_for_update(skip_locked=True)
+        ).all())
+
+    def _free_slots(self, queued: dict[str, int], active: dict[str, int]) -> tuple[dict[str, int], list[str]]:
+        """Target -> how many of its queued jobs to start now; and the targets that no longer exist,
+        whose queued jobs are failed (they would otherwise wait for the queue timeout)."""
         free: dict[str, int] = {}
+        gone: list[str] = []
         for target, waiting in queued.items():
             try:
                 backend = self.runtime.backends.for_target(target)
             except NotFound:
-                free[target] = 0
+                gone.append(target)
                 continue
             limit = backend.capacity(target)
             slots = CLAIM_BATCH if limit is None else limit - active.get(target, 0)
             if slots > 0:
                 free[target] = min(slots, waiting, CLAIM_BATCH)
-        return free
+        return free, gone
 
     def _due(self, job_id: str, now: float) -> bool:
         attempt = self._retry_at.get(job_id)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from service.backends.targets import Backends
 from service.core.clock import utcnow
 from service.core.errors import IllegalTransition
 from service.core.events import Event
@@ -132,6 +133,22 @@ def test_a_permanent_submit_error_fails_the_job(core: tuple[Runtime, FakeBackend
     failed = job(runtime, job_id)
     assert (failed.status, failed.error) == (JobStatus.FAILED, "submit failed (scripted)")
     assert failed.ended_at is not None
+
+
+def test_queued_jobs_of_a_target_that_no_longer_exists_fail_at_the_next_dispatch(
+    core: tuple[Runtime, FakeBackend],
+) -> None:
+    runtime, backend = core
+    heard = Heard(runtime.events)
+    queued = [queue_job(runtime), queue_job(runtime)]
+    runtime.backends = Backends([])  # the target was removed from the configuration (say by a restart)
+    tick(Dispatcher(runtime))
+    for job_id in queued:
+        failed = job(runtime, job_id)
+        assert (failed.status, failed.error) == (JobStatus.FAILED, "compute target no longer exists")
+        assert failed.ended_at is not None
+    assert sorted(s for s in heard.of(Event.JOB_ENDED) if s) == sorted(queued)
+    assert sum(backend.calls.values()) == 0
 
 
 def test_cancel_of_a_queued_job_ends_it_without_the_backend(core: tuple[Runtime, FakeBackend]) -> None:
