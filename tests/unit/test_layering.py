@@ -34,3 +34,21 @@ def test_only_the_azure_ml_v2_backend_imports_azure_ai_ml() -> None:
             found = [n for n in names if n == "azure.ai.ml" or n.startswith("azure.ai.ml.")]
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in found]
     assert offenders == []
+
+
+def test_only_the_lifecycle_gates_assign_a_status() -> None:
+    # DESIGN.md: every status change goes through one gate per entity. In-memory mirrors are named
+    # otherwise (`state`), so a grep for `.status =` finds the gates and nothing else.
+    gates = {"service/jobs/lifecycle.py", "service/sweeps/lifecycle.py", "service/models/endpoints/lifecycle.py"}
+    offenders = []
+    for path in ROOT.glob("service/**/*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in gates or rel.startswith(("service/client/", "service/cli/")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, ast.AnnAssign | ast.AugAssign) else [])
+            flat = [e for t in targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]
+            if any(isinstance(t, ast.Attribute) and t.attr == "status" for t in flat):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == []

@@ -23,20 +23,23 @@ T = TypeVar("T")
 
 
 class NotServing(Exception):
-    """The endpoint exists but cannot score now; `status` and `reason` say why."""
+    """The endpoint exists but cannot score now; `state` and `reason` say why."""
 
-    def __init__(self, status: str, reason: str | None) -> None:
+    def __init__(self, state: str, reason: str | None) -> None:
         super().__init__(reason)
-        self.status = status
+        self.state = state
         self.reason = reason
 
 
 @dataclass
 class Deployment:
+    """What this process serves for one endpoint. `state` mirrors the row's status for the scoring
+    path (which reads no database); only lifecycle.set_status changes the row's."""
+
     name: str
     model: str
     version: int
-    status: EndpointStatus
+    state: EndpointStatus
     error: str | None = None
     pool: Pool | None = None
     task: asyncio.Task[None] | None = None
@@ -94,11 +97,11 @@ class Deployments:
         try:
             pool = await self._pool(deployment, path, deployment.version, replicas)
         except WorkerFailed as exc:
-            deployment.status, deployment.error = EndpointStatus.FAILED, exc.reason
+            deployment.state, deployment.error = EndpointStatus.FAILED, exc.reason
             await self._db(endpoints.mark, name=deployment.name, status=EndpointStatus.FAILED, error=exc.reason)
             return
         # Served before the row says ready, so whoever reads `ready` can score at once.
-        deployment.pool, deployment.status = pool, EndpointStatus.READY
+        deployment.pool, deployment.state = pool, EndpointStatus.READY
         if not await self._db(endpoints.mark, name=deployment.name, status=EndpointStatus.READY):
             deployment.pool = None
             await pool.close(drain=False)  # deleted while loading
@@ -126,7 +129,7 @@ class Deployments:
 
     async def _broken(self, deployment: Deployment, reason: str) -> None:
         pool, deployment.pool = deployment.pool, None
-        deployment.status, deployment.error = EndpointStatus.FAILED, reason
+        deployment.state, deployment.error = EndpointStatus.FAILED, reason
         await self._db(endpoints.mark, name=deployment.name, status=EndpointStatus.FAILED, error=reason)
         if pool is not None:
             await pool.close(drain=False)
@@ -147,7 +150,7 @@ class Deployments:
                 raise KeyError(name)
             pool = deployment.pool
             if pool is None:
-                raise NotServing(deployment.status.value, deployment.error)
+                raise NotServing(deployment.state.value, deployment.error)
             try:
                 return deployment, pool.version, await pool.score(rows, probabilities=probabilities)
             except PoolClosed:
@@ -157,7 +160,7 @@ class Deployments:
         """Serve `version` instead: start its workers, swap, then drain and stop the old ones."""
         deployment = self._live.get(name)
         if deployment is None or deployment.pool is None:
-            status = deployment.status.value if deployment else "unknown"
+            status = deployment.state.value if deployment else "unknown"
             raise Conflict(f"endpoint {name!r} is {status}; only a ready endpoint can change version")
         async with deployment.lock:
             if deployment.pool is None or deployment.pool.version == version:

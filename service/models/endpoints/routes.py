@@ -197,9 +197,9 @@ async def score(name: str, request: Request, runtime: RuntimeDep, deployments: D
 
 
 def _not_serving(name: str, exc: NotServing, request: Request) -> Response:
-    if exc.status == "failed":
+    if exc.state == "failed":
         return problem(409, "Conflict", f"endpoint {name!r} failed: {exc.reason}", request)
-    return _unavailable(f"endpoint {name!r} is {exc.status}; try again shortly", request)
+    return _unavailable(f"endpoint {name!r} is {exc.state}; try again shortly", request)
 
 
 def _unavailable(detail: str, request: Request) -> Response:
