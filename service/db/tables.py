@@ -200,6 +200,10 @@ class ModelVersion(SQLModel, table=True):
     sha256: str | None = Field(default=None, max_length=64)
     # True from the version's reservation until the backend has stored the model: not listed.
     pending: bool = False
+    # While pending: the replica storing the model and until when (service.models.registrar); another
+    # replica finishes the registration only after this lapses, so the backend is asked once.
+    registrar: str | None = Field(default=None, max_length=255)
+    registrar_expires_at: datetime | None = _when(nullable=True)
     # The latest evaluation on a dataset's test split: accuracy, labels, confusion matrix.
     evaluation: dict[str, Any] | None = Field(default=None, sa_type=JSON, nullable=True)
     created_at: datetime = _when()

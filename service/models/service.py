@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from service.backends.base import Backend, RegisteredModel, RunRef
+from service.core.clock import utcnow
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.core.rundir import clean_relative
 from service.core.schemas import MAX_VERSION, bounded_int
@@ -23,6 +24,7 @@ from service.db.repository import serialize
 from service.db.tables import Job, ModelVersion
 from service.jobs import artifacts
 from service.jobs import service as jobs
+from service.models import registrar
 from service.models.schemas import ModelPublic, ModelRegister
 from service.runtime import Runtime
 
@@ -35,14 +37,16 @@ def register_model(runtime: Runtime, *, job_id: str, spec: ModelRegister, once_p
     """Register `spec.model_path` from the job's outputs as the next version of the model.
 
     With `once_per` (a tag name), a version of this model from this job with the same value of
-    that tag is returned (or finished, when a crash left it reserved) instead of a new one.
+    that tag is returned (or finished, when a crash left it reserved) instead of a new one; while
+    another replica is storing that version, `RegistrationBusy` (the backend is not called).
     """
     reserved, ref, backend = _reserve(runtime, job_id=job_id, spec=spec, once_per=once_per)
     if not reserved.pending:
         return reserved
     try:
-        stored = backend.register_model(ref, model_name=reserved.name, model_path=reserved.model_path,
-                                        version=reserved.version, tags=spec.tags)
+        with registrar.renewing(runtime, reserved.id):
+            stored = backend.register_model(ref, model_name=reserved.name, model_path=reserved.model_path,
+                                            version=reserved.version, tags=spec.tags)
     except BaseException:
         _release(runtime, reserved)
         raise
@@ -54,6 +58,7 @@ def _reserve(
 ) -> tuple[ModelVersion, RunRef, Backend]:
     """Validate and insert the next version as `pending` (or find the one `once_per` names)."""
     path = clean_relative(spec.model_path)
+    me, seconds = runtime.settings.effective_replica_id, runtime.settings.lease_seconds
     for _ in range(RESERVE_TRIES):
         try:
             with runtime.uow() as tx:
@@ -64,6 +69,10 @@ def _reserve(
                 # Before looking for an earlier one: two replicas ending one sweep find each other's.
                 serialize(tx.session, f"model-version:{spec.model_name}")
                 earlier = _earlier(tx.session, job, spec, once_per)
+                if earlier is not None and earlier.pending:
+                    # Left reserved by a crash, or being stored by another replica right now.
+                    registrar.hold(earlier, me, now=utcnow(), seconds=seconds)
+                    tx.session.add(earlier)
                 if earlier is not None:
                     return earlier, ref, backend
                 model = ModelVersion(
@@ -71,6 +80,7 @@ def _reserve(
                     run_id=job.run_id, experiment=job.experiment, model_path=path, location="", tags=dict(spec.tags),
                     metrics=artifacts.latest_metrics(tx.session, job_id=job.id), pending=True,
                 )
+                registrar.hold(model, me, now=utcnow(), seconds=seconds)
                 tx.session.add(model)
             return model, ref, backend
         except IntegrityError:
@@ -106,7 +116,9 @@ def _release(runtime: Runtime, reserved: ModelVersion) -> None:
     """Give the number back after the backend refused: the next registration takes it."""
     with runtime.uow() as tx:
         tx.session.exec(
-            delete(ModelVersion).where(col(ModelVersion.id) == reserved.id, col(ModelVersion.pending).is_(True))
+            delete(ModelVersion).where(col(ModelVersion.id) == reserved.id, col(ModelVersion.pending).is_(True),
+                                       # not when another replica took the registration over meanwhile
+                                       col(ModelVersion.registrar) == runtime.settings.effective_replica_id)
         )
 
 
@@ -118,6 +130,7 @@ def _record(runtime: Runtime, reserved: ModelVersion, stored: RegisteredModel) -
             if model is None:
                 raise NotFound(f"the reservation of model {reserved.name!r} version {reserved.version} is gone")
             model.location, model.sha256, model.pending = stored.location, stored.sha256, False
+            model.registrar = model.registrar_expires_at = None
             if stored.version is not None:
                 model.version = stored.version
             tx.session.add(model)

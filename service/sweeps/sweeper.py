@@ -17,6 +17,7 @@ from service.db.tables import Job, MetricPoint, ModelVersion, Sweep
 from service.db.uow import UnitOfWork
 from service.jobs import service as jobs
 from service.models import service as registry
+from service.models.registrar import RegistrationBusy
 from service.models.schemas import ModelRegister
 from service.runtime import Runtime
 from service.sweeps import early_stop, lifecycle
@@ -76,6 +77,9 @@ class Sweeper:
         error: str | None = None
         try:
             model = _register_best(sweep, spec, self.runtime)
+        except RegistrationBusy as exc:
+            log.info("sweep %s: %s; ending it once that is done", sweep_id, exc.detail)
+            return  # the sweep stays open; a later tick finds the version registered (or takes it over)
         except RunyardError as exc:
             error = f"registering the best child's model failed: {exc.detail}"
         except BackendError as exc:
