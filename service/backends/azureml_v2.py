@@ -77,11 +77,11 @@ class AzureMLV2Backend:
 
     def __init__(
         self, settings: Settings, *, sdk: V2Sdk | Callable[[], V2Sdk] = load_v2_sdk,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self.workspace = AzureV2Workspace(settings, sdk=sdk, clock=clock)
-        self._clock = clock
+        self._clock, self._now = clock, now
         self._seen: dict[str, _Seen] = {}
         self._reported: dict[str, str] = {}
         self._cancels: dict[str, bool] = {}
@@ -231,7 +231,7 @@ class AzureMLV2Backend:
                 continue
             self._reported[ref.run_id] = status
             updates.append(update or RunUpdate(ref.run_id, status, mapped, metrics_cursor=ref.metrics_cursor,
-                                               started_at=_started(mapped)))
+                                               started_at=self._started(mapped)))
         return updates
 
     def _priority(self, status: str, seen: _Seen | None, now: float) -> int:
@@ -260,14 +260,17 @@ class AzureMLV2Backend:
             log.warning("reading job %s failed; will retry: %s", ref.run_id, exc.message)
             return None
         self._seen[ref.run_id] = _Seen(status, self._clock())
-        started = from_millis(run.info.start_time) or _started(mapped)
+        started = from_millis(run.info.start_time) or self._started(mapped)
         if not mapped.is_terminal():
             return RunUpdate(ref.run_id, status, mapped, metrics, cursor, files, started_at=started)
         state = RunDir(ref.run_dir).state
         state.mkdir(parents=True, exist_ok=True)
         (state / FINAL_MARK).touch()
         return RunUpdate(ref.run_id, status, mapped, metrics, cursor, files, error=_reason(ref, mapped),
-                         started_at=started, ended_at=from_millis(run.info.end_time) or utcnow())
+                         started_at=started, ended_at=from_millis(run.info.end_time) or self._now())
+
+    def _started(self, mapped: JobStatus) -> datetime | None:
+        return self._now() if mapped in (JobStatus.RUNNING, JobStatus.FINALIZING) else None
 
     def _artifacts(self, mlflow: Any, run_id: str, path: str | None = None) -> list[str]:
         """Every file under the job's artifacts (one listing per folder)."""
@@ -344,10 +347,6 @@ class AzureMLV2Backend:
         client = self.workspace.client()
         self.workspace.call("reach the workspace", client.workspaces.get, client.workspace_name,
                             timeout=min(self.workspace.timeout, 4.0))
-
-
-def _started(mapped: JobStatus) -> datetime | None:
-    return utcnow() if mapped in (JobStatus.RUNNING, JobStatus.FINALIZING) else None
 
 
 def _vanished(ref: RunRef) -> RunUpdate:

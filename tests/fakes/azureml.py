@@ -86,6 +86,17 @@ class FakeClock:
         return EPOCH + timedelta(seconds=self() if at is None else at)
 
 
+class ScaledClock(FakeClock):
+    """Fake seconds that pass `speed` times faster than real ones: runs move while the service polls."""
+
+    def __init__(self, speed: float) -> None:
+        super().__init__()
+        self._origin, self._speed = time.monotonic(), speed
+
+    def __call__(self) -> float:
+        return super().__call__() + (time.monotonic() - self._origin) * self._speed
+
+
 def service_error(status: int, code: str = "ServiceError", message: str = "the service said no") -> ServiceException:
     """A real `ServiceException` as the SDK raises it for an HTTP `status` reply."""
     response = requests.Response()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,13 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 OPEN = {"running", "canceling"}
+# The values the stubbed Azure sweeps (v1 and v2) search, and the accuracy each gives.
+REGULARIZATIONS = [0.001, 0.01, 0.1, 0.5, 2.0, 10.0]
+
+
+def accuracy_for(regularization: float) -> float:
+    """A made-up curve with its peak at 0.5, as digits has."""
+    return round(0.97 - 0.01 * abs(math.log10(regularization / 0.5)), 6)
 
 
 def scorer_sweep(qualities: list[float], *, extra_args: list[Any] | None = None, **overrides: Any) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,27 +14,10 @@ from service.backends.azureml import AzureMLBackend
 from service.backends.base import Backend
 from service.backends.local import LocalBackend
 from service.core.settings import Settings
-from tests.fakes.azureml import WORKSPACE_SETTINGS, FakeAzure, FakeClock, RunScript, tutorial_script
-from tests.integration.sweep_support import max_overlap, wait_for_sweep
+from tests.fakes.azureml import WORKSPACE_SETTINGS, FakeAzure, RunScript, ScaledClock, tutorial_script
+from tests.integration.sweep_support import REGULARIZATIONS, accuracy_for, max_overlap, wait_for_sweep
 
 MNIST_URI = "https://azureopendatastorage.blob.core.windows.net/mnist/"
-REGULARIZATIONS = [0.001, 0.01, 0.1, 0.5, 2.0, 10.0]
-
-
-class ScaledClock(FakeClock):
-    """Fake seconds that pass `speed` times faster than real ones: runs move while the service polls."""
-
-    def __init__(self, speed: float) -> None:
-        super().__init__()
-        self._origin, self._speed = time.monotonic(), speed
-
-    def __call__(self) -> float:
-        return super().__call__() + (time.monotonic() - self._origin) * self._speed
-
-
-def accuracy_for(regularization: float) -> float:
-    """A made-up curve with its peak at 0.5, as digits has."""
-    return round(0.97 - 0.01 * abs(math.log10(regularization / 0.5)), 6)
 
 
 def script_for(config: ScriptRunConfig) -> RunScript:
