@@ -2,7 +2,7 @@
 
 This module is copied into every run folder next to train.py and imported as
 plain `utils`, so it must only need the standard library, numpy and (at call
-time) optionally azureml; it must never import the `service` package.
+time) optionally mlflow or azureml; it must never import the `service` package.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "AzureMLMetricsLogger",
     "JsonLinesMetricsLogger",
     "MetricsLogger",
+    "MlflowMetricsLogger",
     "StdoutMetricsLogger",
     "find_mnist_files",
     "get_run_logger",
@@ -58,6 +59,11 @@ MNIST_FILE_NAMES: Final[dict[str, str]] = {
 
 METRICS_FILE_ENV: Final = "RUNYARD_METRICS_FILE"
 AZUREML_RUN_ID_ENV: Final = "AZUREML_RUN_ID"
+# Set by the Azure ML job runtime for the job's own MLflow run (azureml-mlflow's
+# _internal/service_context_loader.py expects these, with MLFLOW_TRACKING_TOKEN
+# and MLFLOW_EXPERIMENT_ID/_NAME, when it runs inside a job).
+MLFLOW_TRACKING_URI_ENV: Final = "MLFLOW_TRACKING_URI"
+MLFLOW_RUN_ID_ENV: Final = "MLFLOW_RUN_ID"
 
 
 # --------------------------------------------------------------------------- IDX
@@ -300,6 +306,41 @@ class AzureMLMetricsLogger(MetricsLogger):
             self.run.log(name, value, step=step)
 
 
+class MlflowMetricsLogger(MetricsLogger):
+    """Logs to an MLflow run: how an Azure ML SDK v2 job records metrics.
+
+    The run is the job's own (MLFLOW_RUN_ID), written through `MlflowClient` rather than
+    `mlflow.log_metric`, which would start and, at exit, end a run of its own. A metric
+    logged without a step gets the next step of its name (0, 1, 2...), so its MLflow
+    history keeps the order in which it was logged.
+    """
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._next_step: dict[str, int] = {}
+
+    def _emit(self, name: str, value: float, step: int | None) -> None:
+        if step is None:
+            step = self._next_step.get(name, 0)
+        self._next_step[name] = max(self._next_step.get(name, 0), step + 1)
+        timestamp = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+        self.client.log_metric(self.run_id, name, value, timestamp=timestamp, step=step)
+
+
+def _mlflow_logger() -> MlflowMetricsLogger | None:
+    """The job's MLflow run when the Azure ML runtime set one up and mlflow is installed."""
+    run_id = os.environ.get(MLFLOW_RUN_ID_ENV)
+    if not (run_id and os.environ.get(MLFLOW_TRACKING_URI_ENV)):
+        return None
+    try:
+        tracking = importlib.import_module("mlflow.tracking")
+    except ImportError:
+        return None
+    # MlflowClient() reads MLFLOW_TRACKING_URI; azureml-mlflow's plugin serves its azureml:// scheme.
+    return MlflowMetricsLogger(tracking.MlflowClient(), run_id)
+
+
 def _is_offline_run(run: Any) -> bool:
     """True for azureml's stand-in run object used outside a submitted job."""
     return type(run).__name__ == "_OfflineRun"
@@ -318,7 +359,15 @@ def _azureml_run() -> Any | None:
 
 
 def get_run_logger() -> MetricsLogger:
-    """Pick the metrics destination: Azure ML run, RUNYARD_METRICS_FILE, else stdout."""
+    """Pick the metrics destination: the job's MLflow run, the Azure ML run, RUNYARD_METRICS_FILE, else stdout.
+
+    MLflow first: an SDK v2 job has the runtime's MLFLOW_* variables and the mlflow +
+    azureml-mlflow packages runyard adds to its environment; an SDK v1 job usually has
+    azureml-core only (and if it has mlflow too, both land in the same run's metrics).
+    """
+    mlflow_logger = _mlflow_logger()
+    if mlflow_logger is not None:
+        return mlflow_logger
     if os.environ.get(AZUREML_RUN_ID_ENV):
         run = _azureml_run()
         if run is not None:

@@ -54,7 +54,8 @@ def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(metrics_file: Path | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"AZUREML_RUN_ID", "RUNYARD_METRICS_FILE"}}
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"AZUREML_RUN_ID", "RUNYARD_METRICS_FILE", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"}}
     env.pop("PYTHONWARNINGS", None)
     if metrics_file is not None:
         env["RUNYARD_METRICS_FILE"] = str(metrics_file)

@@ -24,6 +24,7 @@ from trainer.utils import (
     MNIST_FILE_NAMES,
     AzureMLMetricsLogger,
     JsonLinesMetricsLogger,
+    MlflowMetricsLogger,
     StdoutMetricsLogger,
     find_mnist_files,
     get_run_logger,
@@ -394,8 +395,8 @@ def test_fashion_mnist_loads() -> None:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    monkeypatch.delenv("AZUREML_RUN_ID", raising=False)
-    monkeypatch.delenv("RUNYARD_METRICS_FILE", raising=False)
+    for name in ("AZUREML_RUN_ID", "RUNYARD_METRICS_FILE", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
 
@@ -579,6 +580,69 @@ def test_azureml_is_not_consulted_without_run_id(clean_env: pytest.MonkeyPatch) 
     get_run_logger().log("accuracy", 0.5)
 
     assert run.calls == []
+
+
+class _FakeMlflowClient:
+    """MlflowClient.log_metric's keywords; the real client is tested in test_trainer_mlflow.py (.venv-v2)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, float, int]] = []
+
+    def log_metric(self, run_id: str, key: str, value: float, timestamp: int | None = None,
+                   step: int | None = None) -> None:
+        assert isinstance(timestamp, int)
+        assert step is not None
+        self.calls.append((run_id, key, value, step))
+
+
+def _install_fake_mlflow(monkeypatch: pytest.MonkeyPatch, client: _FakeMlflowClient) -> None:
+    tracking = types.ModuleType("mlflow.tracking")
+    tracking.MlflowClient = lambda: client  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlflow", types.ModuleType("mlflow"))
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", tracking)
+
+
+def test_a_v2_job_logs_through_mlflow_before_azureml(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    # Inside an SDK v2 job the runtime sets MLFLOW_* and AZUREML_RUN_ID; azureml-core may be there too.
+    client, run = _FakeMlflowClient(), _FakeRun()
+    _install_fake_mlflow(clean_env, client)
+    _install_fake_azureml(clean_env, run)
+    clean_env.setenv("MLFLOW_TRACKING_URI", "azureml://eastus.api.azureml.ms/mlflow/v1.0/subscriptions/s")
+    clean_env.setenv("MLFLOW_RUN_ID", "runyard-job-1")
+    clean_env.setenv("AZUREML_RUN_ID", "runyard-job-1")
+    clean_env.setenv("RUNYARD_METRICS_FILE", str(tmp_path / "metrics.jsonl"))
+
+    logger = get_run_logger()
+    logger.log("loss", 0.9)
+    logger.log("loss", 0.5)
+    logger.log("accuracy", np.float64(0.97))
+    logger.log("loss", 0.3, step=7)
+    logger.log("loss", 0.2)
+
+    assert isinstance(logger, MlflowMetricsLogger)
+    assert client.calls == [("runyard-job-1", "loss", 0.9, 0), ("runyard-job-1", "loss", 0.5, 1),
+                            ("runyard-job-1", "accuracy", 0.97, 0), ("runyard-job-1", "loss", 0.3, 7),
+                            ("runyard-job-1", "loss", 0.2, 8)]
+    assert run.calls == []
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_mlflow_variables_without_mlflow_installed_fall_back(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setitem(sys.modules, "mlflow.tracking", None)  # makes the import fail
+    clean_env.setenv("MLFLOW_TRACKING_URI", "file:///nowhere")
+    clean_env.setenv("MLFLOW_RUN_ID", "run-123")
+    clean_env.setenv("RUNYARD_METRICS_FILE", str(tmp_path / "metrics.jsonl"))
+
+    assert isinstance(get_run_logger(), JsonLinesMetricsLogger)
+
+
+def test_mlflow_is_not_consulted_without_its_run(clean_env: pytest.MonkeyPatch) -> None:
+    client = _FakeMlflowClient()
+    _install_fake_mlflow(clean_env, client)
+    clean_env.setenv("MLFLOW_TRACKING_URI", "file:///somewhere")  # an operator's setting, not a job's run
+
+    assert isinstance(get_run_logger(), StdoutMetricsLogger)
+    assert client.calls == []
 
 
 def test_utils_imports_only_stdlib_and_numpy() -> None:
