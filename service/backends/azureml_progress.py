@@ -127,17 +127,22 @@ def append_new_log_text(run_dir: Path, downloaded: Path) -> int:
     return len(tail)
 
 
-def failure_reason(details: Mapping[str, Any]) -> str:
-    """The message of `run.get_details()["error"]`, whatever its nesting."""
+def error_text(details: Mapping[str, Any]) -> str | None:
+    """`code: message` of a run's `error` (v1 `get_details()`, v2 Run History's `RunDetails`), whatever its nesting."""
     error = details.get("error")
     while isinstance(error, Mapping) and isinstance(error.get("error"), Mapping):
         error = error["error"]
     if isinstance(error, Mapping):
         code, message = error.get("code"), error.get("message")
         text = f"{code}: {message}" if code and message else str(message or code or "")
-        if text:
-            return f"the Azure ML run failed: {text}"
-    return "the Azure ML run failed without an error message"
+        return text or None
+    return None
+
+
+def failure_reason(details: Mapping[str, Any]) -> str:
+    """The message of `run.get_details()["error"]`, whatever its nesting."""
+    text = error_text(details)
+    return f"the Azure ML run failed: {text}" if text else "the Azure ML run failed without an error message"
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -24,7 +24,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
-from service.backends.azureml_progress import append_new_log_text
+from service.backends.azureml_progress import append_new_log_text, error_text
 from service.backends.azureml_sdk import AzureNotFound
 from service.backends.azureml_v2_progress import from_millis, new_history_samples
 from service.backends.azureml_v2_sdk import V2Sdk, load_v2_sdk
@@ -256,6 +256,7 @@ class AzureMLV2Backend:
             files = tuple(sorted(self._artifacts(mlflow, ref.run_id)))
             metrics, cursor = new_history_samples(ref.run_dir, ref.metrics_cursor, histories)
             self._sync_log(ref, mlflow, files)
+            error = self._job_error(ref.run_id) if mapped is JobStatus.FAILED else None
         except BackendError as exc:
             log.warning("reading job %s failed; will retry: %s", ref.run_id, exc.message)
             return None
@@ -266,8 +267,28 @@ class AzureMLV2Backend:
         state = RunDir(ref.run_dir).state
         state.mkdir(parents=True, exist_ok=True)
         (state / FINAL_MARK).touch()
-        return RunUpdate(ref.run_id, status, mapped, metrics, cursor, files, error=_reason(ref, mapped),
+        return RunUpdate(ref.run_id, status, mapped, metrics, cursor, files, error=_reason(ref, mapped, error),
                          started_at=started, ended_at=from_millis(run.info.end_time) or self._now())
+
+    def _job_error(self, name: str) -> str | None:
+        """`code: message` of a failed job's error, from Run History's details of the job.
+
+        Neither the SDK's Job entity nor the REST JobBase it is built from has an error field;
+        Run History's `RunDetails.error` does, and azure-ai-ml reads it there itself (through
+        this private operations object) when `jobs.stream()` reports a failed job. If the SDK
+        no longer has it, or the details cannot be had, the reason falls back to the log.
+        """
+        client = self.workspace.client()
+        try:
+            details = self.workspace.call(f"read the details of job {name}",
+                                          lambda: client.jobs._runs_operations.get_run_details(name))
+        except BackendError as exc:
+            if exc.transient:
+                raise  # the final read is tried again next cycle
+            log.warning("the error of job %s could not be read; its log says why: %s", name, exc.message)
+            return None
+        error = getattr(details, "error", None)
+        return error_text(error.as_dict()) if error is not None else None
 
     def _started(self, mapped: JobStatus) -> datetime | None:
         return self._now() if mapped in (JobStatus.RUNNING, JobStatus.FINALIZING) else None
@@ -355,9 +376,11 @@ def _vanished(ref: RunRef) -> RunUpdate:
                      error=f"the Azure ML job {ref.run_id} no longer exists in the workspace", ended_at=utcnow())
 
 
-def _reason(ref: RunRef, mapped: JobStatus) -> str | None:
+def _reason(ref: RunRef, mapped: JobStatus, error: str | None) -> str | None:
     if mapped is JobStatus.FAILED:
-        # The job entity carries no error text; the log's last line is the script's exception.
+        if error:
+            return f"the Azure ML job failed: {error}"
+        # No error in Run History: the log's last line is the script's exception.
         lines = [line for line in _log_tail(ref.run_dir).splitlines() if line.strip()]
         return f"the Azure ML job failed: {lines[-1].strip()}" if lines else "the Azure ML job failed (no log)"
     if mapped is JobStatus.CANCELED:

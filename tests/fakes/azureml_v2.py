@@ -23,6 +23,8 @@ from typing import Any
 
 import requests
 from azure.ai.ml import Input, command
+from azure.ai.ml._restclient.runhistory._utils.model_base import _deserialize
+from azure.ai.ml._restclient.runhistory.models import RunDetails
 from azure.ai.ml.constants import ListViewType
 from azure.ai.ml.entities import AmlCompute, Command, Data, Environment, Model
 from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, ValidationException
@@ -268,6 +270,11 @@ class _Operations:
 
 
 class JobOperations(_Operations):
+    @property
+    def _runs_operations(self) -> RunOperations:
+        # azure-ai-ml builds its Run History operations lazily behind this private property too.
+        return RunOperations(self._azure)
+
     @sdk_call("jobs.create_or_update")
     def create_or_update(self, job, *, description=None, compute=None, tags=None, experiment_name=None,
                          skip_validation=False, **kwargs):
@@ -315,6 +322,22 @@ class JobOperations(_Operations):
         if record.cancel_at is None:
             record.cancel_at = now
         return LROPoller(None, None, lambda _: None, NoPolling())
+
+
+class RunOperations(_Operations):
+    """azure-ai-ml's `operations/_run_operations.py RunOperations`: Run History, where a job's error is kept."""
+
+    @sdk_call("runs.get_run_details")
+    def get_run_details(self, run_id):
+        azure = self._azure
+        record, now = azure.record(run_id), azure.clock()
+        status = record.status(now)
+        reply: dict[str, Any] = {"runId": run_id, "status": status, "target": record.job.compute,
+                                 "logFiles": {LOG_FILE: f"https://store.blob.core.windows.net/{run_id}/{LOG_FILE}"}}
+        if status == "Failed" and record.script.error is not None:
+            reply["error"] = {"error": record.script.error}
+        # As Run History's `RunsOperations.get_details` makes it from the service's JSON reply.
+        return _deserialize(RunDetails, json.loads(json.dumps(reply)))
 
 
 class ComputeOperations(_Operations):

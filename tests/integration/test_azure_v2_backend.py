@@ -158,15 +158,44 @@ def test_cancel_uses_begin_cancel(client: TestClient, fake: FakeAzureV2) -> None
     assert fake.calls["jobs.begin_cancel"] in (1, 2)
 
 
-def test_a_failed_job_fails_with_its_last_log_line(client: TestClient, fake: FakeAzureV2) -> None:
-    fake.script_for = lambda _: RunScript(statuses=[(0, "Queued"), (1, "Running"), (2, "Failed")],
-                                          log=[(1, "Traceback ...\nModuleNotFoundError: No module named 'sklearn'\n")])
+FAILING = "Traceback ...\nModuleNotFoundError: No module named 'sklearn'\n"
+RUN_HISTORY_ERROR = {"code": "UserError",
+                     "message": "Execution failed. User process 'python' exited with status code 1."}
+
+
+def failing_script(error: dict[str, str] | None) -> RunScript:
+    return RunScript(statuses=[(0, "Queued"), (1, "Running"), (2, "Failed")], log=[(1, FAILING)], error=error)
+
+
+def test_a_failed_job_fails_with_the_error_run_history_keeps(client: TestClient, fake: FakeAzureV2) -> None:
+    fake.script_for = lambda _: failing_script(RUN_HISTORY_ERROR)
+    fake.fail("runs.get_run_details", http_error(503, "ServiceUnavailable", "busy"))  # read again next cycle
+    job_id = azure_job(client)
+    at(client, job_id, "Queued")
+    fake.clock.advance(2)
+    job = wait_for(client, job_id, timeout=15)
+    assert (job["status"], job["backend_status"]) == ("failed", "Failed")
+    assert job["error"] == ("the Azure ML job failed: UserError: Execution failed. User process 'python' exited "
+                            "with status code 1.")
+    assert fake.calls["runs.get_run_details"] == 2
+    assert client.get(f"/v1/jobs/{job_id}/logs").json()["text"] == FAILING
+
+
+@pytest.mark.parametrize("details_fault", [None, http_error(403, "AuthorizationFailed", "no read on run history")],
+                         ids=["no-error-in-run-history", "run-history-refused"])
+def test_a_failed_job_without_an_error_fails_with_its_last_log_line(
+    client: TestClient, fake: FakeAzureV2, details_fault: Exception | None
+) -> None:
+    fake.script_for = lambda _: failing_script(None)
+    if details_fault is not None:
+        fake.fail("runs.get_run_details", details_fault)
     job_id = azure_job(client)
     at(client, job_id, "Queued")
     fake.clock.advance(2)
     job = wait_for(client, job_id, timeout=15)
     assert (job["status"], job["backend_status"]) == ("failed", "Failed")
     assert job["error"] == "the Azure ML job failed: ModuleNotFoundError: No module named 'sklearn'"
+    assert fake.calls["runs.get_run_details"] == 1
 
 
 def test_transient_errors_are_retried(client: TestClient, fake: FakeAzureV2) -> None:

@@ -21,6 +21,7 @@ from azure.ai.ml.operations import (
     ModelOperations,
     WorkspaceOperations,
 )
+from azure.ai.ml.operations._run_operations import RunOperations
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError, ServiceRequestError
 from mlflow.tracking import MlflowClient
 
@@ -44,6 +45,7 @@ CONTRACT: list[tuple[type, type, str]] = [
     (fake.DataOperations, DataOperations, "create_or_update"),
     (fake.ModelOperations, ModelOperations, "create_or_update"),
     (fake.WorkspaceOperations, WorkspaceOperations, "get"),
+    (fake.RunOperations, RunOperations, "get_run_details"),
     (fake.MlflowClient, MlflowClient, "__init__"),
     (fake.MlflowClient, MlflowClient, "get_run"),
     (fake.MlflowClient, MlflowClient, "get_metric_history"),
@@ -68,11 +70,28 @@ def test_faked_call_has_the_sdk_signature(fake_owner: type, real_owner: type, na
 def test_every_faked_call_is_in_the_contract() -> None:
     checked = {(f, n) for f, _, n in CONTRACT}
     for owner in (fake.MLClient, fake.JobOperations, fake.ComputeOperations, fake.EnvironmentOperations,
-                  fake.DataOperations, fake.ModelOperations, fake.WorkspaceOperations, fake.MlflowClient):
+                  fake.DataOperations, fake.ModelOperations, fake.WorkspaceOperations, fake.RunOperations,
+                  fake.MlflowClient):
         public = {n for n in vars(owner) if not n.startswith("_") or n == "__init__"}
         if owner is fake.WorkspaceOperations:
             public.discard("__init__")  # built by the fake MLClient, never by runyard
         assert {(owner, n) for n in public} <= checked, owner.__name__
+
+
+def test_run_history_is_where_the_sdk_keeps_a_failed_jobs_error() -> None:
+    """The private route the backend takes to a job's error is the SDK's own, and the fake's reply is the SDK's type."""
+    from azure.ai.ml._restclient.runhistory.models import RunDetails
+
+    assert isinstance(inspect.getattr_static(JobOperations, "_runs_operations"), property)
+    assert inspect.getattr_static(JobOperations, "_runs_operations").fget.__annotations__["return"] in (
+        RunOperations, "RunOperations")
+    helper = inspect.getsource(__import__("azure.ai.ml.operations._job_ops_helper", fromlist=["_"]))
+    assert "_current_details.error.as_dict()" in helper  # jobs.stream() reports a failed job's error from there
+    azure = fake.FakeAzureV2()
+    azure.add_job("j1", script=fake.RunScript(statuses=[(0, "Failed")], error={"code": "UserError", "message": "m"}))
+    details = fake.JobOperations(azure)._runs_operations.get_run_details("j1")
+    assert isinstance(details, RunDetails)
+    assert details.error.as_dict() == {"error": {"code": "UserError", "message": "m"}}
 
 
 def test_the_fake_hands_out_the_real_entity_builders() -> None:
