@@ -22,3 +22,22 @@ def ERRORS(*codes: int) -> dict[int | str, dict[str, Any]]:  # noqa: N802 - read
         code: {"model": Problem, "description": _TEXT[code], "content": {"application/problem+json": {}}}
         for code in codes
     }
+
+
+# A local run's folder is on one host: another host's replica says which (GET logs, download a file).
+RUN_ELSEWHERE: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": Problem,
+        "description": "The job's local run folder is on another host (`host`), and no replica there holds the job "
+                       "now; only a replica on that host can serve it",
+        "content": {"application/problem+json": {}},
+    },
+    503: {
+        "model": Problem,
+        "description": "The job's local run folder is on another host (`host`) whose replica is running it: retry "
+                       "after Retry-After (through the load balancer another try may reach that host); also "
+                       "storage or a backend unavailable for now",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+        "content": {"application/problem+json": {}},
+    },
+}

@@ -57,6 +57,7 @@ async def readyz(runtime: RuntimeDep, trusted: TrustedCaller) -> JSONResponse:
     if trusted:
         kind = runtime.db.engine.dialect.name
         health = Health(status=state, checks=checks, replica=runtime.settings.effective_replica_id,
+                        host=runtime.settings.effective_host_id,
                         database="postgresql" if kind == "postgresql" else "sqlite")
     return JSONResponse(health.model_dump(exclude_none=True), status_code=200 if db_ok else 503)
 

@@ -16,6 +16,8 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+    # On a job's logs or files from a replica of another host: the host whose data folder holds the run.
+    host: str | None = None
 
 
 class Health(BaseModel):
@@ -23,4 +25,5 @@ class Health(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
     # Shown to trusted callers, like the checks: which replica answered, on which database kind.
     replica: str | None = None
+    host: str | None = None  # RUNYARD_HOST_ID: the machine whose data folder holds this replica's local runs
     database: Literal["postgresql", "sqlite"] | None = None

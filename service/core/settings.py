@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # Replicas on one database: each names itself; a job's submit and polling belong to one
     # replica for `lease_seconds`, renewed while it lives, taken over by another when it lapses.
     replica_id: str | None = Field(default=None, min_length=1, max_length=255)
+    # The machine whose data folder holds this replica's local runs: replicas sharing one data
+    # folder on one host share it (and adopt each other's local runs); another host's local runs
+    # are failed or re-queued once that host has stopped renewing them.
+    host_id: str | None = Field(default=None, min_length=1, max_length=255)
     lease_seconds: float = Field(default=30.0, ge=1)
     cancel_grace_seconds: float = Field(default=10.0, ge=0)
     # No job stays active forever: limits on waiting, running, silence and unconfirmed cancels.
@@ -215,9 +219,14 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir / 'runyard.db'}"
 
     @property
+    def effective_host_id(self) -> str:
+        """The host this replica runs local jobs on: set, or the machine's hostname."""
+        return self.host_id or socket.gethostname()
+
+    @property
     def effective_replica_id(self) -> str:
         """This replica's name: set, or host and port (stable across restarts, unique per host)."""
-        return self.replica_id or f"{socket.gethostname()}:{self.port}"
+        return self.replica_id or f"{self.effective_host_id}:{self.port}"
 
     @property
     def runs_dir(self) -> Path:

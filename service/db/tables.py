@@ -169,6 +169,9 @@ class Job(SQLModel, table=True):
     # The replica that submits and polls the job while its lease lasts (service.jobs.leases).
     owner: str | None = Field(default=None, max_length=255, index=True)
     lease_expires_at: datetime | None = _when(nullable=True)
+    # The host (RUNYARD_HOST_ID) whose data folder holds the current attempt's run folder: a local
+    # run lives there, and only replicas of that host can poll it or serve its logs and files.
+    host: str | None = Field(default=None, max_length=255)
 
 
 class MetricPoint(SQLModel, table=True):

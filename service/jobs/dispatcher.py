@@ -18,7 +18,7 @@ from service.core.events import Event
 from service.core.loop import BackgroundLoop
 from service.core.states import JobStatus
 from service.db.tables import Job
-from service.jobs import leases, lifecycle
+from service.jobs import hosts, leases, lifecycle
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,15 @@ def _count_by_target(session: Session, statuses: list[JobStatus]) -> dict[str, i
         select(Job.compute_target, func.count()).where(col(Job.status).in_(statuses)).group_by(col(Job.compute_target))
     ).all()
     return {str(target): int(count) for target, count in rows}
+
+
+def _active_by_target_and_host(session: Session) -> dict[tuple[str, str | None], int]:
+    rows = session.exec(
+        select(Job.compute_target, Job.host, func.count())
+        .where(col(Job.status).in_(_ACTIVE))
+        .group_by(col(Job.compute_target), col(Job.host))
+    ).all()
+    return {(str(target), host): int(count) for target, host, count in rows}
 
 
 class Dispatcher:
@@ -64,6 +73,7 @@ class Dispatcher:
         """
         now, wall = self._clock(), utcnow()
         me, ttl = self.runtime.settings.effective_replica_id, self.runtime.settings.lease_seconds
+        host = self.runtime.settings.effective_host_id
         # Decide with a plain read first: most wake-ups find every slot taken, and then
         # they must not queue up for the write lock that API requests need.
         with self.runtime.db.session() as session:
@@ -75,7 +85,9 @@ class Dispatcher:
                 )
             ).all()
             waiting = _count_by_target(session, [JobStatus.QUEUED])
-            active = _count_by_target(session, _ACTIVE)
+            active = _active_by_target_and_host(session)
+        # Another host's claim may have started a local run there: only that host can find it.
+        unsubmitted = [j for j in unsubmitted if not hosts.elsewhere(self.runtime, j)]
         pending = [j for j in unsubmitted if j.id in self._inflight or self._due(j.id, now)]
         stale = {j.id for j in pending if leases.needs_renewal(j, me, now=wall, seconds=ttl)}
         claimed = [j.id for j in pending if j.id not in self._inflight and j.id not in stale]
@@ -93,6 +105,7 @@ class Dispatcher:
                     for job in self._queued(tx.session, target, slots):
                         lifecycle.set_status(job, JobStatus.STARTING, now=wall)
                         leases.hold(job, me, now=wall, seconds=ttl)
+                        job.host = host  # a local run lives in this host's data folder
                         tx.session.add(job)
                         claimed.append(job.id)
         self._inflight.update(claimed)
@@ -110,7 +123,9 @@ class Dispatcher:
             .with_for_update(skip_locked=True)
         ).all())
 
-    def _free_slots(self, queued: dict[str, int], active: dict[str, int]) -> tuple[dict[str, int], list[str]]:
+    def _free_slots(
+        self, queued: dict[str, int], active: dict[tuple[str, str | None], int]
+    ) -> tuple[dict[str, int], list[str]]:
         """Target -> how many of its queued jobs to start now; and the targets that no longer exist,
         whose queued jobs are failed (they would otherwise wait for the queue timeout)."""
         free: dict[str, int] = {}
@@ -122,7 +137,11 @@ class Dispatcher:
                 gone.append(target)
                 continue
             limit = backend.capacity(target)
-            slots = CLAIM_BATCH if limit is None else limit - active.get(target, 0)
+            # A local target's capacity is this host's (its CPUs): other hosts' runs do not count.
+            shared = backend.kind != "local"
+            mine = (None, self.runtime.settings.effective_host_id)
+            running = sum(n for (t, h), n in active.items() if t == target and (shared or h in mine))
+            slots = CLAIM_BATCH if limit is None else limit - running
             if slots > 0:
                 free[target] = min(slots, waiting, CLAIM_BATCH)
         return free, gone

@@ -18,7 +18,7 @@ from service.core.events import Event
 from service.core.loop import BackgroundLoop
 from service.core.states import JobStatus
 from service.db.tables import Job, MetricPoint
-from service.jobs import leases, lifecycle, supervision
+from service.jobs import hosts, leases, lifecycle, supervision
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class Poller:
         """One reconciliation; returns the seconds until the next deadline, so the loop wakes for it."""
         with self.runtime.metrics.poll_seconds.time():
             await asyncio.to_thread(self._enforce_deadlines)
+            await asyncio.to_thread(self._release_abandoned)
             groups = await asyncio.to_thread(self._load)
             results = await asyncio.gather(*(self._poll(backend, refs) for backend, refs in groups.items()))
             updates = [u for batch in results for u in batch]
@@ -85,6 +86,8 @@ class Poller:
                     col(Job.status).in_(_ACTIVE), col(Job.run_id).is_not(None), leases.free_or_mine(me, now)
                 )
             ).all()
+        # Another host's local runs are out of reach: that host's replicas poll them.
+        jobs = [job for job in jobs if not hosts.elsewhere(self.runtime, job)]
         stale = [job.id for job in jobs if leases.needs_renewal(job, me, now=now, seconds=ttl)]
         if stale:  # new to this replica, or renewed while half the lease is left: not every tick
             with self.runtime.uow() as tx:
@@ -147,6 +150,9 @@ class Poller:
         with self.runtime.uow() as tx:
             if supervision.enforce_deadlines(tx.session, settings=settings, now=now):
                 tx.publish(Event.JOB_ENDED)
+
+    def _release_abandoned(self) -> None:
+        hosts.release_abandoned(self.runtime, now=self._now())
 
     def _record_error(self, job_ids: list[str], message: str) -> None:
         """Make a transient backend problem visible on the jobs it holds up."""

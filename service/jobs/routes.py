@@ -10,12 +10,13 @@ from sqlmodel import Session
 from sse_starlette import EventSourceResponse
 
 from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
-from service.api.docs import ERRORS
+from service.api.docs import ERRORS, RUN_ELSEWHERE
+from service.core.clock import utcnow
 from service.core.errors import InvalidRequest
 from service.core.schemas import MAX_OFFSET, Page
 from service.core.states import JobStatus
 from service.db.tables import Job, JobAttempt
-from service.jobs import artifacts, log_stream
+from service.jobs import artifacts, hosts, log_stream
 from service.jobs import service as jobs
 from service.jobs.schemas import (
     AttemptPublic,
@@ -115,7 +116,7 @@ def get_metric_history(
 
 @router.get(
     "/{job_id}/logs", summary="Read the run's log, or follow it live (server-sent events)",
-    response_model=LogChunk, responses={200: {"content": log_stream.STREAM_DOC}, **ERRORS(404, 422)},
+    response_model=LogChunk, responses={200: {"content": log_stream.STREAM_DOC}, **ERRORS(404, 422), **RUN_ELSEWHERE},
 )
 def get_logs(
     job_id: str, session: SessionDep, runtime: RuntimeDep,
@@ -130,11 +131,12 @@ def get_logs(
     heartbeats, and one final `end` event whose data has the job's final status."""
     job = jobs.get_job(session, job_id=job_id)
     if follow:
+        hosts.run_dir_here(runtime, job, now=utcnow())  # before the stream starts: a problem, not an event
         start = log_stream.resume_offset(offset, last_event_id)
         session.close()  # the stream reads with short sessions of its own; don't pin a connection for hours
         return log_stream.follow(runtime, job.id, offset=start)
     limit = min(limit, runtime.settings.max_log_read_bytes)
-    return artifacts.read_log(job, runtime.job_dir(job), offset=offset, limit=limit)
+    return artifacts.read_log(job, hosts.run_dir_here(runtime, job, now=utcnow()), offset=offset, limit=limit)
 
 
 @router.get("/{job_id}/files", summary="List the run's files", responses=ERRORS(404, 422))
@@ -142,17 +144,20 @@ def list_files(
     job_id: str, session: SessionDep, runtime: RuntimeDep, limit: Limit = 500, cursor: Cursor = None
 ) -> Page[FilePublic]:
     job = jobs.get_job(session, job_id=job_id)
+    # The list is the database's: any replica answers it (sizes where this replica can read the folder).
     items, next_cursor = artifacts.list_files(job, runtime.job_dir(job), limit=limit, cursor=cursor)
     return Page(items=items, next_cursor=next_cursor)
 
 
 @router.get(
     "/{job_id}/files/{path:path}", summary="Download one of the run's files",
-    response_class=FileResponse, responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS(404, 422)},
+    response_class=FileResponse, responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS(404, 422),
+                                             **RUN_ELSEWHERE},
 )
 def download_file(job_id: str, path: str, session: SessionDep, runtime: RuntimeDep) -> FileResponse:
     job = jobs.get_job(session, job_id=job_id)
     clean = artifacts.check_file(job, path)
+    hosts.run_dir_here(runtime, job, now=utcnow())
     backend = runtime.backends.for_target(job.compute_target)
     local = backend.fetch_file(runtime.run_ref(job), clean)
     # The backend's copy must still be inside the run folder once symlinks are resolved.

@@ -128,10 +128,11 @@ def test_two_replicas_ending_one_sweep_register_its_best_once_on_postgres(pg_cli
 
 def test_readyz_and_metrics_name_the_replica_and_the_database_on_postgres(settings: Settings) -> None:
     with scratch_database() as url:
-        app = create_app(settings.model_copy(update={"database_url": url, "replica_id": "replica-7"}))
+        app = create_app(settings.model_copy(update={"database_url": url, "replica_id": "replica-7",
+                                                      "host_id": "host-7"}))
         with TestClient(app) as client:
             ready = client.get("/readyz").json()
             scraped = client.get("/metrics").text
-    assert ready["replica"] == "replica-7"
+    assert (ready["replica"], ready["host"]) == ("replica-7", "host-7")
     assert ready["database"] == "postgresql"
     assert 'runyard_replica_info{database="postgresql",replica="replica-7"} 1.0' in scraped
