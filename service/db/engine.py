@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from anyio.to_thread import run_sync
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -21,6 +22,11 @@ _BUSY = ("database is locked", "database table is locked")
 _FULL = ("database or disk is full", "disk i/o error")
 _NO_FILE = ("unable to open database file",)
 _OS_UNAVAILABLE = {errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE}
+# Connections SQLite keeps open between requests: as many as requests can run queries at once
+# (anyio's 40 worker threads, plus the event loop and the background loops). A smaller pool
+# closes and reopens a connection (and its four PRAGMAs) on most requests under concurrency.
+SQLITE_POOL_SIZE = 48
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,10 @@ class Database:
         connect_args: dict[str, Any] = {"check_same_thread": False} if self.is_sqlite else {}
         # A request must never wait for a pooled SQLite connection (they are cheap to open): a
         # waiter blocks a worker thread that the holders need to finish, so a bounded pool stalls
-        # ~40 concurrent requests for the whole pool timeout. Ten are kept open between bursts.
-        pool: dict[str, Any] = {"pool_size": 10, "max_overflow": -1} if self.is_sqlite and ":memory:" not in url else {}
+        # ~40 concurrent requests for the whole pool timeout.
+        pool: dict[str, Any] = (
+            {"pool_size": SQLITE_POOL_SIZE, "max_overflow": -1} if self.is_sqlite and ":memory:" not in url else {}
+        )
         if url.startswith("postgresql"):
             # A server connection costs the server a process: keep a bounded pool per replica,
             # large enough for the loops plus a burst of requests.
@@ -102,6 +110,27 @@ class Database:
         """A session for reads (and for writes where no read precedes them)."""
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
+
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        """`fn(session)` for a short, bounded read, from a coroutine.
+
+        On SQLite it runs on the event loop itself: in WAL mode a reader never waits for a writer,
+        and a page read by key takes less CPU than the round trip to a worker thread and back
+        (which also grew with concurrency: measured 3.4 -> 5.6 ms per metric history at 32
+        connections). Other databases answer over a socket, so it runs in a worker thread there.
+        Only for reads bounded by an index and a page size: the loop serves nothing meanwhile.
+        """
+        if self.is_sqlite:
+            return self._read(fn)
+        return await run_sync(self._read, fn)
+
+    async def read_in_thread(self, fn: Callable[[Session], T]) -> T:
+        """`fn(session)` in one worker thread, for a read whose cost has no bound (a scan)."""
+        return await run_sync(self._read, fn)
+
+    def _read(self, fn: Callable[[Session], T]) -> T:
+        with self.session() as session:
+            return fn(session)
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:

@@ -11,6 +11,7 @@ from sse_starlette import EventSourceResponse
 
 from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS, RUN_ELSEWHERE
+from service.api.responses import json_response
 from service.core.clock import utcnow
 from service.core.errors import InvalidRequest
 from service.core.schemas import MAX_OFFSET, Page
@@ -65,24 +66,34 @@ def submit_job(
     return _public(result.job)
 
 
-@router.get("", summary="List jobs, newest first", responses=ERRORS(422))
-def list_jobs(
-    session: SessionDep,
+# The three hot reads are `async def` returning bytes serialised once (api/responses.py): the
+# models they build are typed already, so FastAPI's second validation, and the worker-thread hop
+# it takes for a plain `def` route, bought nothing.
+@router.get("", summary="List jobs, newest first", response_model=Page[JobPublic], responses=ERRORS(422))
+async def list_jobs(
+    runtime: RuntimeDep,
     experiment: Annotated[str | None, Query(max_length=255)] = None,
     status: JobStatus | None = None,
     tag: Annotated[str | None, Query(max_length=1280, description="key:value")] = None,
     sweep_id: Annotated[str | None, Query(max_length=32, description="only this sweep's children")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> Page[JobPublic]:
-    items, next_cursor = jobs.list_jobs(session, experiment=experiment, status=status, tag=tag,
-                                        limit=limit, cursor=cursor, sweep_id=sweep_id)
-    return Page(items=_with_attempts(session, items), next_cursor=next_cursor)
+) -> Response:
+    def page(session: Session) -> Response:
+        items, next_cursor = jobs.list_jobs(session, experiment=experiment, status=status, tag=tag,
+                                            limit=limit, cursor=cursor, sweep_id=sweep_id)
+        return json_response(Page[JobPublic](items=_with_attempts(session, items), next_cursor=next_cursor))
+
+    # A filter by tag (or by experiment alone) may scan: not on the event loop.
+    return await runtime.db.read_in_thread(page)
 
 
-@router.get("/{job_id}", summary="Read a job", responses=ERRORS(404))
-def get_job(job_id: str, session: SessionDep) -> JobPublic:
-    return _with_attempts(session, [jobs.get_job(session, job_id=job_id)])[0]
+@router.get("/{job_id}", summary="Read a job", response_model=JobPublic, responses=ERRORS(404))
+async def get_job(job_id: str, runtime: RuntimeDep) -> Response:
+    def read(session: Session) -> Response:
+        return json_response(_with_attempts(session, [jobs.get_job(session, job_id=job_id)])[0])
+
+    return await runtime.db.read(read)  # by primary key
 
 
 @router.post(
@@ -103,15 +114,18 @@ def get_metrics(job_id: str, session: SessionDep) -> MetricsPublic:
 
 
 @router.get(
-    "/{job_id}/metrics/{name}/history", summary="Every logged point of a metric", responses=ERRORS(404, 422)
+    "/{job_id}/metrics/{name}/history", summary="Every logged point of a metric",
+    response_model=Page[MetricPointPublic], responses=ERRORS(404, 422),
 )
-def get_metric_history(
-    job_id: str, name: str, session: SessionDep, limit: Limit = 500, cursor: Cursor = None
-) -> Page[MetricPointPublic]:
-    job = jobs.get_job(session, job_id=job_id)
-    points, next_cursor = artifacts.metric_history(session, job_id=job.id, name=name, limit=limit, cursor=cursor)
-    return Page(items=[MetricPointPublic.model_validate(p, from_attributes=True) for p in points],
-                next_cursor=next_cursor)
+async def get_metric_history(
+    job_id: str, name: str, runtime: RuntimeDep, limit: Limit = 500, cursor: Cursor = None
+) -> Response:
+    def read(session: Session) -> Response:
+        jobs.require_job(session, job_id=job_id)
+        points, next_cursor = artifacts.metric_history(session, job_id=job_id, name=name, limit=limit, cursor=cursor)
+        return json_response(Page[MetricPointPublic].model_construct(items=points, next_cursor=next_cursor))
+
+    return await runtime.db.read(read)  # one page of an index
 
 
 @router.get(

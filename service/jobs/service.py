@@ -139,6 +139,12 @@ def get_job(session: Session, *, job_id: str) -> Job:
     return job
 
 
+def require_job(session: Session, *, job_id: str) -> None:
+    """A 404 unless the job exists; reads its key only (no row, no JSON columns decoded)."""
+    if session.exec(select(Job.id).where(Job.id == job_id)).first() is None:
+        raise NotFound(f"job {job_id!r} does not exist")
+
+
 def list_jobs(
     session: Session,
     *,
