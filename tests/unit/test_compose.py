@@ -148,3 +148,65 @@ def test_postgres_is_pinned_and_has_no_default_password(compose: dict[str, Any])
 def test_an_empty_database_url_means_sqlite_in_the_data_dir(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, database_url="")
     assert settings.effective_database_url == f"sqlite:///{tmp_path.resolve() / 'runyard.db'}"
+
+
+def replicas_of(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run runyard's image."""
+    image = compose["services"]["runyard"]["image"]
+    return {name: s for name, s in compose["services"].items() if s.get("image") == image}
+
+
+def balancer_conf() -> str:
+    return (ROOT / "deploy" / "balancer.conf").read_text()
+
+
+def test_the_postgres_profile_runs_two_replicas_sharing_database_data_and_host(compose: dict[str, Any]) -> None:
+    replicas = replicas_of(compose)
+    assert sorted(replicas) == ["runyard", "runyard-b"]
+    assert replicas["runyard-b"]["profiles"] == ["postgres"]  # SQLite is for one process
+    assert replicas["runyard-b"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    envs = {name: env_of(s) for name, s in replicas.items()}
+    assert len({e["RUNYARD_REPLICA_ID"] for e in envs.values()}) == 2, "each replica needs its own id"
+    # One Docker host and one data volume: one host id, so each serves and adopts the other's local runs.
+    for key in ("RUNYARD_HOST_ID", "RUNYARD_DATABASE_URL", "RUNYARD_DATA_DIR", "RUNYARD_PORT", "RUNYARD_API_KEYS"):
+        assert len({e[key] for e in envs.values()}) == 1, key
+    assert {s["volumes"][0] for s in replicas.values()} == {"runyard-data:/data"}
+    assert all(s["build"] == replicas["runyard"]["build"] for s in replicas.values())
+
+
+def test_one_published_port_balances_the_two_replicas(compose: dict[str, Any]) -> None:
+    balancer = compose["services"]["balancer"]
+    assert balancer["profiles"] == ["postgres"]
+    assert re.fullmatch(r"nginx:[0-9.]+-alpine@sha256:[0-9a-f]{64}", balancer["image"]), "pin the image by digest"
+    (published,) = balancer["ports"]
+    address, host_port, container_port = published.rsplit(":", 2)
+    assert address == "${PUBLISH_ADDRESS:-127.0.0.1}"  # loopback unless the operator says otherwise
+    source, target, mode = balancer["volumes"][0].split(":")
+    assert (ROOT / source).resolve() == ROOT / "deploy" / "balancer.conf"
+    assert (target, mode) == ("/etc/nginx/conf.d/default.conf", "ro")
+    conf = balancer_conf()
+    assert re.search(rf"^\s*listen {container_port};", conf, re.M)
+    replicas = replicas_of(compose)
+    servers = re.findall(r"^\s*server ([\w-]+):(\d+)\b", conf, re.M)
+    assert sorted(servers) == sorted((name, env_of(s)["RUNYARD_PORT"]) for name, s in replicas.items())
+    assert {name: dep["condition"] for name, dep in balancer["depends_on"].items()} == dict.fromkeys(
+        replicas, "service_healthy")
+    assert healthcheck_path(" ".join(balancer["healthcheck"]["test"])) == "/healthz"
+    assert host_port != "8000", "the balancer's port must not clash with the first replica's"
+    assert f"{host_port}/docs" in README_TEXT
+
+
+def test_the_balancer_passes_what_runyard_answers(compose: dict[str, Any]) -> None:  # noqa: ARG001
+    conf = balancer_conf()
+    # Bodies up to runyard's own limit reach it (it answers 413 itself, as problem+json).
+    size = re.search(r"client_max_body_size (\d+)m;", conf)
+    assert size
+    assert int(size.group(1)) * 1_048_576 > DEFAULTS.max_body_bytes
+    # Live logs are server-sent events: unbuffered, and no read timeout shorter than a heartbeat.
+    assert re.search(r"proxy_buffering off;", conf)
+    timeout = re.search(r"proxy_read_timeout (\d+)([smh]);", conf)
+    assert timeout
+    seconds = int(timeout.group(1)) * {"s": 1, "m": 60, "h": 3600}[timeout.group(2)]
+    assert seconds > DEFAULTS.log_follow_heartbeat_seconds
+    # Retries on another replica only for what nginx may repeat (never a POST: it keeps that default).
+    assert "non_idempotent" not in conf
