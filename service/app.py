@@ -57,11 +57,11 @@ def default_backends(settings: Settings) -> list[Backend]:
         return found
     # Imported only here: without a workspace the service never loads an Azure ML SDK, and each
     # SDK's backend is built only when some cluster uses it (azure-ai-ml alone costs seconds).
-    if settings.azureml_targets("v1"):
+    if settings.azureml_uses("v1"):
         from service.backends.azureml import AzureMLBackend
 
         found.append(AzureMLBackend(settings.for_azureml_sdk("v1")))
-    if settings.azureml_targets("v2"):
+    if settings.azureml_uses("v2"):
         from service.backends.azureml_v2 import AzureMLV2Backend
 
         found.append(AzureMLV2Backend(settings.for_azureml_sdk("v2")))
@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
             if isinstance(backend, BackgroundWork):
                 backend.start()
         app.state.runtime = runtime
-        app.state.endpoints = deployments = Deployments(cfg, db)
+        app.state.endpoints = deployments = Deployments(cfg, db, runtime.backends)
         await deployments.start()
         dispatcher.loop.start()
         poller.loop.start()

@@ -12,7 +12,9 @@ _TEXT = {
     409: "Conflicts with the resource's current state",
     413: "The request body is too large",
     422: "The request is not valid",
+    502: "The endpoint's web service failed or refused runyard",
     503: "A backend cannot be reached",
+    504: "The endpoint's web service gave no answer in time",
 }
 
 

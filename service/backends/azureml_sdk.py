@@ -64,6 +64,11 @@ class AzureSdk:
     ServicePrincipalAuthentication: Any
     MsiAuthentication: Any
     Model: Any = None
+    # Serving (the tutorial's part 2): Model.deploy with an InferenceConfig to ACI or AKS.
+    Webservice: Any = None
+    AciWebservice: Any = None
+    AksWebservice: Any = None
+    InferenceConfig: Any = None
     # name -> a function returning that Azure Open Dataset's FileDataset (lazy, no download)
     open_file_dataset: Callable[[str], Any] | None = None
 
@@ -74,12 +79,16 @@ def load_sdk() -> AzureSdk:
     from azureml.core.authentication import ServicePrincipalAuthentication
     from azureml.core.compute import AmlCompute, ComputeTarget
     from azureml.core.conda_dependencies import CondaDependencies
+    from azureml.core.model import InferenceConfig
+    from azureml.core.webservice import AciWebservice, AksWebservice, Webservice
 
     return AzureSdk(
         Workspace=Workspace, Experiment=Experiment, Run=Run, ComputeTarget=ComputeTarget, AmlCompute=AmlCompute,
         Environment=Environment, CondaDependencies=CondaDependencies, Dataset=Dataset,
         ScriptRunConfig=ScriptRunConfig, ServicePrincipalAuthentication=ServicePrincipalAuthentication,
         MsiAuthentication=caching_msi_authentication(), Model=Model, open_file_dataset=open_file_dataset,
+        Webservice=Webservice, AciWebservice=AciWebservice, AksWebservice=AksWebservice,
+        InferenceConfig=InferenceConfig,
     )
 
 

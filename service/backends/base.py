@@ -183,3 +183,49 @@ class ReportsExits(Protocol):
     def set_exit_listener(self, on_exit: Callable[[], None]) -> None:
         """Call `on_exit` (from any thread) whenever one of its runs ends."""
         ...
+
+
+@dataclass(frozen=True)
+class ServeRequest:
+    """Everything a backend needs to serve one registered model version as a web service."""
+
+    target: str  # the inference target (an ACI/AKS or managed online endpoint target)
+    service: str  # the backend's name for this version's service (unique per endpoint and version)
+    endpoint: str
+    model_name: str
+    model_location: str  # where the backend registered the model (RegisteredModel.location)
+    model_file: str  # the model's file name inside the registered model (the tutorial's sklearn_mnist_model.pkl)
+    environment: EnvironmentSpec
+    source_dir: Path  # a folder of runyard's where the generated score.py is written
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """A deployed service as its backend reports it; `scoring_uri` and `key` once it is ready."""
+
+    state: Literal["creating", "ready", "failed"]
+    backend_state: str
+    scoring_uri: str | None = None
+    key: str | None = None
+    error: str | None = None
+
+
+@runtime_checkable
+class Serves(Protocol):
+    """Optional for a backend: it deploys registered models as web services. Methods block."""
+
+    def serving_targets(self) -> Sequence[str]:
+        """The inference target names this backend deploys to."""
+        ...
+
+    def deploy(self, request: ServeRequest) -> None:
+        """Start the service (never waits for it); a service of that name already there is adopted."""
+        ...
+
+    def service_state(self, target: str, service: str) -> ServiceState:
+        """The service's deployment state (raises `AzureNotFound`-like `BackendError` when it is gone)."""
+        ...
+
+    def undeploy(self, target: str, service: str) -> None:
+        """Delete the service; one already gone is not an error."""
+        ...

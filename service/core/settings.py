@@ -39,6 +39,32 @@ class AzureComputeSpec(BaseModel):
         return self
 
 
+class AzureInferenceSpec(BaseModel):
+    """Where endpoints on Azure are served: Azure Container Instances (the tutorial's part 2), an attached AKS
+    cluster (SDK v1), or a managed online endpoint (SDK v2)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9-]{1,23}$")
+    # v1: `aci` (no compute target) or `aks` (deploys to the attached cluster `aks_cluster`); v2: `managed`.
+    kind: Literal["aci", "aks", "managed"] = "aci"
+    aks_cluster: str | None = None
+    cpu_cores: float = Field(default=1.0, gt=0)  # ACI/AKS: AciWebservice.deploy_configuration(cpu_cores, memory_gb)
+    memory_gb: float = Field(default=1.0, gt=0)
+    instance_type: str = "Standard_DS3_v2"  # managed online deployments
+    instance_count: int = Field(default=1, ge=1)
+
+    @property
+    def sdk(self) -> Literal["v1", "v2"]:
+        return "v2" if self.kind == "managed" else "v1"
+
+    @model_validator(mode="after")
+    def _valid(self) -> AzureInferenceSpec:
+        if self.name.lower() == "local":
+            raise ValueError("'local' is the local target's name")
+        if self.kind == "aks" and not self.aks_cluster:
+            raise ValueError("an aks inference target needs aks_cluster (the attached AKS compute's name)")
+        return self
+
+
 def _half_the_fd_limit() -> int:
     # Each connection is a file descriptor; the rest are for the database, logs and runs.
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -135,6 +161,10 @@ class Settings(BaseSettings):
     azureml_compute_targets: list[AzureComputeSpec] = Field(
         default_factory=lambda: [AzureComputeSpec(name="cpu-cluster")]
     )
+    # Inference targets endpoints deploy to (Model.deploy to ACI by default, as the tutorial's part 2).
+    azureml_inference_targets: list[AzureInferenceSpec] = Field(
+        default_factory=lambda: [AzureInferenceSpec(name="aci")]
+    )
     # Every SDK call runs in its own thread and is abandoned after this long.
     azureml_call_timeout_seconds: float = Field(default=60.0, gt=0)
     # Per poll cycle, at most this many runs get their metrics, log and files read...
@@ -170,6 +200,9 @@ class Settings(BaseSettings):
         names = [t.name for t in self.azureml_compute_targets]
         if len(set(names)) != len(names):
             raise ValueError("azureml_compute_targets has duplicate names")
+        inference = [t.name for t in self.azureml_inference_targets]
+        if len(set(inference)) != len(inference) or set(inference) & set(names):
+            raise ValueError("azureml_inference_targets names must be unique and differ from the clusters'")
         return self
 
     def plain_api_keys(self) -> list[str]:
@@ -209,9 +242,19 @@ class Settings(BaseSettings):
         """The declared clusters that `sdk` serves."""
         return [t for t in self.azureml_compute_targets if (t.sdk or self.azureml_sdk) == sdk]
 
+    def azureml_uses(self, sdk: Literal["v1", "v2"]) -> bool:
+        """Whether `sdk`'s backend is needed: a cluster uses it, or an inference target set explicitly does
+        (the default `aci` target alone never brings in azureml-core)."""
+        explicit = "azureml_inference_targets" in self.model_fields_set
+        return bool(self.azureml_targets(sdk)) or (explicit and any(
+            t.sdk == sdk for t in self.azureml_inference_targets))
+
     def for_azureml_sdk(self, sdk: Literal["v1", "v2"]) -> Settings:
-        """These settings with only the clusters `sdk` serves (each backend sees its own)."""
-        return self.model_copy(update={"azureml_compute_targets": self.azureml_targets(sdk)})
+        """These settings with only the clusters and inference targets `sdk` serves (each backend sees its own)."""
+        return self.model_copy(update={
+            "azureml_compute_targets": self.azureml_targets(sdk),
+            "azureml_inference_targets": [t for t in self.azureml_inference_targets if t.sdk == sdk],
+        })
 
     @property
     def effective_database_url(self) -> str:
@@ -250,6 +293,7 @@ EXPECTS = {
     "dataset_roots": 'a JSON list of folders, e.g. ["/srv/data"]',
     "api_key_hashes": 'a JSON list of SHA-256 hex digests',
     "azureml_compute_targets": 'a JSON list of objects, e.g. [{"name": "cpu-cluster"}]',
+    "azureml_inference_targets": 'a JSON list of objects, e.g. [{"name": "aci"}]',
 }
 
 

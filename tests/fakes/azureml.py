@@ -32,6 +32,7 @@ from typing import Any
 
 import requests
 from azureml._base_sdk_common.common import get_http_exception_response_string
+from azureml._model_management._util import webservice_name_validation
 from azureml._restclient import models as rest_models
 from azureml._restclient.models.error_response import ErrorResponseException
 from azureml._vendor.azure_cli_core.azclierror import AuthenticationError, AzureConnectionError
@@ -41,8 +42,10 @@ from azureml.core.authentication import MsiAuthentication, ServicePrincipalAuthe
 from azureml.core.compute import AmlCompute as RealAmlCompute
 from azureml.core.compute.amlcompute import AmlComputeProvisioningConfiguration, AmlComputeStatus
 from azureml.core.conda_dependencies import CondaDependencies
+from azureml.core.model import InferenceConfig
 from azureml.core.run import _RunBase  # where Run.__init__ sends its **kwargs
 from azureml.core.script_run_config import submit as real_script_run_submit
+from azureml.core.webservice import AciWebservice, AksWebservice
 from azureml.data._dataprep_helper import get_dataprep_missing_message
 from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
 from azureml.exceptions import (
@@ -52,10 +55,12 @@ from azureml.exceptions import (
     ServiceException,
     SnapshotException,
     UserErrorException,
+    WebserviceException,
 )
 from msrest import Deserializer
 
 from service.backends.azureml_sdk import AzureSdk
+from tests.fakes.azureml_serving import FakeServices
 
 EPOCH = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 LOG_FILE = "user_logs/std_log.txt"
@@ -280,6 +285,8 @@ class FakeAzure:
         self.FileDataset = _bind(FileDataset, self)
         self.Dataset = _bind(Dataset, self, File=self.FileDatasetFactory)
         self.Model = _bind(Model, self)
+        self.Webservice = _bind(Webservice, self)
+        self.services = FakeServices(self.clock)
 
     def sdk(self) -> AzureSdk:
         """The SDK surface the backend is given: these fakes plus the real offline classes."""
@@ -289,6 +296,8 @@ class FakeAzure:
             Dataset=self.Dataset, ScriptRunConfig=ScriptRunConfig,
             ServicePrincipalAuthentication=ServicePrincipalAuthentication, MsiAuthentication=MsiAuthentication,
             Model=self.Model, open_file_dataset=self.open_file_dataset,
+            Webservice=self.Webservice, AciWebservice=AciWebservice, AksWebservice=AksWebservice,
+            InferenceConfig=InferenceConfig,
         )
 
     def open_file_dataset(self, name: str) -> FileDataset:
@@ -629,6 +638,54 @@ class Run:
 class Model:
     _azure: FakeAzure
 
+    @sdk_call("Model.__init__")
+    def __init__(self, workspace, name=None, id=None, tags=None, properties=None, version=None, run_id=None,
+                 model_framework=None, expand=True, **kwargs):
+        if id is not None:
+            name, _, number = id.partition(":")
+            version = int(number) if number else None
+        found = [m for m in self._azure.models if m.name == name and (version is None or m.version == version)]
+        if not found:
+            raise WebserviceException(f"ModelNotFound: Model with id {name}:{version} not found in provided workspace")
+        self._record = max(found, key=lambda m: m.version)
+        self.workspace, self.name, self.version = workspace, self._record.name, self._record.version
+        self.id, self.tags, self.run_id = self._record.id, dict(self._record.tags), self._record.run_id
+
+    @classmethod
+    @sdk_call("Model.deploy")
+    def deploy(cls, workspace, name, models, inference_config=None, deployment_config=None, deployment_target=None,
+               overwrite=False, show_output=False):
+        azure = cls._azure
+        webservice_name_validation(name)  # the SDK's own check, before any request
+        if not isinstance(inference_config, InferenceConfig):
+            raise AssertionError("runyard deploys the tutorial's way: with an InferenceConfig")
+        if name in azure.services.records and not overwrite:
+            # UNVERIFIED against live Azure: the wording of the name-validation reply.
+            raise WebserviceException(f"Service {name} with the same name already exists, please use a different "
+                                      "service name or delete the existing service.")
+        source = Path(inference_config.source_directory or ".")
+        if not (source / inference_config.entry_script).is_file():
+            raise WebserviceException(f"Error, provided entry_script {inference_config.entry_script} does not "
+                                      f"exist in {source}")
+        if len(models) != 1:
+            raise AssertionError("the stub lays out one model's files")
+        record = models[0]._record
+        run = azure.runs[record.run_id]
+        files = run.files(azure.clock())
+        prefix = posixpath.dirname(record.path)
+        # The registered asset keeps the file (or folder) under its own name: AZUREML_MODEL_DIR/<basename...>.
+        model_files = {posixpath.relpath(f, prefix or "."): content for f, content in files.items()
+                       if f == record.path or f.startswith(record.path + "/")}
+        auth = deployment_config.auth_enabled if deployment_config is not None else None
+        azure.services.create(
+            name, source_dir=source, entry_script=inference_config.entry_script, model_files=model_files,
+            model_subdir=f"{record.name}/{record.version}",
+            auth_enabled=auth is not False,  # ACI defaults to no auth, runyard always asks for a key
+            details={"models": [m.id for m in models], "inference_config": inference_config,
+                     "deployment_config": deployment_config, "deployment_target": deployment_target},
+        )
+        return azure.Webservice(workspace, name)
+
     @classmethod
     @sdk_call("Model.list")
     def list(cls, workspace, name=None, tags=None, properties=None, run_id=None, latest=False, dataset_id=None,
@@ -669,6 +726,38 @@ class ModelRecord:
     @property
     def id(self) -> str:
         return f"{self.name}:{self.version}"
+
+
+class Webservice:
+    """`Webservice(ws, name)`: the service's state as of this read (azureml-core builds it from one GET)."""
+
+    _azure: FakeAzure
+
+    @sdk_call("Webservice.__init__")
+    def __init__(self, workspace, name):
+        record = self._azure.services.records.get(name)
+        if record is None:
+            raise WebserviceException(f"WebserviceNotFound: Webservice with name {name} not found in provided "
+                                      "workspace")
+        self.workspace, self.name, self._record = workspace, name, record
+        self.state = self._azure.services.state(record)
+        self.error = record.error if self.state == "Failed" else None
+        self.auth_enabled = record.auth_enabled
+        self.compute_type = "AKS" if record.details.get("deployment_target") is not None else "ACI"
+        self.scoring_uri = record.server.uri if self.state == "Healthy" and record.server else None
+
+    @sdk_call("Webservice.get_keys")
+    def get_keys(self):
+        return self._record.keys
+
+    @sdk_call("Webservice.get_logs")
+    def get_logs(self, num_lines=5000, init=False):
+        return "\n".join(self._record.logs.splitlines()[-num_lines:])
+
+    @sdk_call("Webservice.delete")
+    def delete(self):
+        self._azure.services.delete(self.name)
+        self.state = "Deleting"
 
 
 class ComputeTarget:

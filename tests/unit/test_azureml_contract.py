@@ -13,6 +13,7 @@ from azureml.core._experiment_method import ExperimentSubmitRegistrar
 from azureml.core.compute import AmlCompute, ComputeTarget
 from azureml.core.conda_dependencies import CondaDependencies
 from azureml.core.run import _RunBase
+from azureml.core.webservice import AciWebservice, Webservice
 from azureml.data.dataset_factory import FileDatasetFactory
 from azureml.data.file_dataset import FileDataset
 
@@ -46,6 +47,12 @@ CONTRACT: list[tuple[type, type, str]] = [
     (fake.FileDatasetFactory, FileDatasetFactory, "from_files"),
     (fake.Dataset, Dataset, "get_by_name"),
     (fake.Model, Model, "list"),
+    (fake.Model, Model, "__init__"),
+    (fake.Model, Model, "deploy"),
+    (fake.Webservice, Webservice, "__init__"),
+    (fake.Webservice, AciWebservice, "get_keys"),
+    (fake.Webservice, AciWebservice, "get_logs"),
+    (fake.Webservice, AciWebservice, "delete"),
 ]
 PROPERTIES: list[tuple[type, type, str]] = [
     (fake.Run, Run, "id"),

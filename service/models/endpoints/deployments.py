@@ -10,12 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlmodel import Session
+
+from service.backends.base import ServeRequest
+from service.backends.targets import Backends
 from service.core.errors import Conflict
 from service.core.settings import Settings
 from service.db.engine import Database
+from service.db.tables import ModelVersion
 from service.models.endpoints import service as endpoints
 from service.models.endpoints.batcher import BatchLimits, Pool, PoolClosed
 from service.models.endpoints.lifecycle import EndpointStatus
+from service.models.endpoints.remote import RemoteEndpoints, service_name
 from service.models.endpoints.worker_client import Worker, WorkerFailed, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -49,9 +55,12 @@ class Deployment:
 class Deployments:
     """Owns every local endpoint's pool; routes reach it through `app.state.endpoints`."""
 
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Database, backends: Backends | None = None) -> None:
         self.settings = settings
         self.db = db
+        self.backends = backends or Backends([])
+        # Endpoints on an inference target (Azure ML web services): deployed and followed there.
+        self.remote = RemoteEndpoints(settings, db)
         self._live: dict[str, Deployment] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.limits = BatchLimits(
@@ -71,6 +80,9 @@ class Deployments:
         """Bring back every endpoint that was not failed (they are `creating` until loaded)."""
         rows = await self._db(endpoints.to_serve)
         for row in rows:
+            if row.compute != endpoints.LOCAL:
+                await self._restart_remote(row.name, row.compute, row.model_name, row.model_version)
+                continue
             with self.db.session() as session:
                 try:
                     path = endpoints.model_file(
@@ -81,7 +93,30 @@ class Deployments:
                     continue
             self.launch(row.name, row.model_name, row.model_version, path, row.replicas)
 
+    async def _restart_remote(self, name: str, target: str, model: str, version: int) -> None:
+        """Follow the endpoint's service again (the deploy adopts the one already in the workspace)."""
+        try:
+            backend = self.backends.for_serving(target)
+            request = await asyncio.to_thread(self._serve_request, name, target, model, version)
+        except Exception as exc:  # noqa: BLE001 - recorded on the endpoint, never stops the start
+            await self._db(endpoints.mark, name=name, status=EndpointStatus.FAILED, error=str(exc))
+            return
+        self.remote.launch(request, backend, model=model, version=version)
+
+    def _serve_request(self, name: str, target: str, model: str, version: int) -> ServeRequest:
+        with self.db.session() as session:
+            row = endpoints.model_version(session, model=model, version=version)
+            return self.serve_request(session, name, target, row)
+
+    def serve_request(self, session: Session, name: str, target: str, model: ModelVersion) -> ServeRequest:
+        """What the backend of `target` is given to serve `model` as endpoint `name`."""
+        return endpoints.serve_request(
+            session, endpoint=name, target=target, model=model, service=service_name(name, model.version),
+            source_dir=self.settings.data_dir / "endpoints" / name / f"azure-v{model.version}",
+        )
+
     async def stop(self) -> None:
+        await self.remote.stop()
         for deployment in list(self._live.values()):
             await self._discard(deployment, drain=False)
         for task in list(self._background):

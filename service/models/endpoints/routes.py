@@ -21,6 +21,7 @@ from service.models.endpoints import evaluation
 from service.models.endpoints import service as endpoints
 from service.models.endpoints.batcher import ModelRejected
 from service.models.endpoints.deployments import Deployments, NotServing
+from service.models.endpoints.remote import ForwardFailed
 from service.models.endpoints.schemas import (
     EndpointCreate,
     EndpointPublic,
@@ -47,6 +48,15 @@ DeploymentsDep = Annotated[Deployments, Depends(get_deployments)]
 
 
 def _public(endpoint: Endpoint, deployments: Deployments) -> EndpointPublic:
+    remote = deployments.remote.get(endpoint.name)
+    if remote is not None:
+        return EndpointPublic(
+            name=endpoint.name, model=endpoint.model_name, version=endpoint.model_version, compute=endpoint.compute,
+            replicas=endpoint.replicas, status=endpoint.status, error=endpoint.error,
+            scoring_uri=f"/v1/endpoints/{endpoint.name}/score", service=remote.service,
+            backend_state=remote.backend_state, pending_version=remote.pending_version,
+            switch_error=remote.switch_error, created_at=endpoint.created_at, updated_at=endpoint.updated_at,
+        )
     live = deployments.get(endpoint.name)
     pool = live.pool if live else None
     workers = [WorkerPublic(**w) for w in pool.memory()] if pool else []
@@ -76,15 +86,27 @@ def _public(endpoint: Endpoint, deployments: Deployments) -> EndpointPublic:
 async def create_endpoint(
     spec: EndpointCreate, response: Response, runtime: RuntimeDep, deployments: DeploymentsDep
 ) -> EndpointPublic:
+    remote = spec.compute != endpoints.LOCAL
+
     def create() -> tuple[Endpoint, Any]:
+        endpoints.check_compute(spec.compute, runtime.backends.serving_targets())
         with runtime.db.write_session() as session:
             model = endpoints.model_version(session, model=spec.model, version=spec.version)
-            path = endpoints.model_file(model)
+            if remote:
+                backend = runtime.backends.for_serving(spec.compute)
+                what: Any = (backend, deployments.serve_request(session, spec.name, spec.compute, model))
+            else:
+                what = endpoints.model_file(model)
             row = endpoints.create(session, spec=spec, model=model, max_replicas=runtime.settings.endpoint_max_replicas)
-            return row, path
+            return row, what
 
-    row, path = await run_in_threadpool(create)
-    deployments.launch(row.name, row.model_name, row.model_version, path, row.replicas)
+    row, what = await run_in_threadpool(create)
+    # The backend is called after the commit, from the endpoint's own task.
+    if remote:
+        backend, request = what
+        deployments.remote.launch(request, backend, model=row.model_name, version=row.model_version)
+    else:
+        deployments.launch(row.name, row.model_name, row.model_version, what, row.replicas)
     response.headers["Location"] = f"/v1/endpoints/{row.name}"
     return _public(row, deployments)
 
@@ -114,10 +136,16 @@ async def update_endpoint(
         with runtime.db.session() as session:
             row = endpoints.get(session, name=name)
             model = endpoints.model_version(session, model=row.model_name, version=change.version)
+            if row.compute != endpoints.LOCAL:
+                return row, model.version, deployments.serve_request(session, name, row.compute, model)
             return row, model.version, endpoints.model_file(model)
 
-    row, version, path = await run_in_threadpool(resolve)
-    await deployments.switch(name, path, version, row.replicas)
+    row, version, what = await run_in_threadpool(resolve)
+    if row.compute != endpoints.LOCAL:
+        # Deployed beside the current service; forwarding moves when it is ready (`pending_version` meanwhile).
+        await deployments.remote.switch(what, runtime.backends.for_serving(row.compute), version=version)
+    else:
+        await deployments.switch(name, what, version, row.replicas)
     with runtime.db.session() as session:
         return _public(endpoints.get(session, name=name), deployments)
 
@@ -126,12 +154,18 @@ async def update_endpoint(
     "/v1/endpoints/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an endpoint", responses=ERRORS(404)
 )
 async def delete_endpoint(name: str, runtime: RuntimeDep, deployments: DeploymentsDep) -> Response:
-    def delete() -> None:
+    def delete() -> str:
         with runtime.db.write_session() as session:
+            compute = endpoints.get(session, name=name).compute
             endpoints.delete(session, name=name)
+            return compute
 
-    await run_in_threadpool(delete)
-    await deployments.remove(name)
+    compute = await run_in_threadpool(delete)
+    if compute != endpoints.LOCAL:
+        targets = runtime.backends.serving_targets()
+        await deployments.remote.remove(name, runtime.backends.for_serving(compute) if compute in targets else None)
+    else:
+        await deployments.remove(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -147,7 +181,7 @@ _SCORE_DOC: dict[str, Any] = {
     "/v1/endpoints/{name}/score",
     summary='Score rows on a ready endpoint (the tutorial\'s `{"data": [[...]]}`)',
     response_model=ScoreResponse,
-    responses={**ERRORS(404, 409, 413, 422), 503: ERRORS(503)[503]},
+    responses=ERRORS(404, 409, 413, 422, 502, 503, 504),
     openapi_extra=_SCORE_DOC,
 )
 async def score(name: str, request: Request, runtime: RuntimeDep, deployments: DeploymentsDep) -> Response:
@@ -161,14 +195,15 @@ async def score(name: str, request: Request, runtime: RuntimeDep, deployments: D
                        errors=errors)  # fmt: skip
     rows = body.data
     deployment = deployments.get(name)
-    if deployment is None:
+    remote = deployments.remote.get(name)
+    if deployment is None and remote is None:
         return problem(404, "Not found", f"endpoint {name!r} does not exist", request)
     if not rows:
         return problem(422, "Invalid request", "data is empty; send at least one row", request)
     limit = runtime.settings.endpoint_max_rows
     if len(rows) > limit:
         return problem(413, "Payload too large", f"{len(rows)} rows; at most {limit} per request", request)
-    pool = deployment.pool
+    pool = deployment.pool if deployment else None
     width = pool.info.n_features if pool else None
     expected = width if width is not None else len(rows[0])
     for index, row in enumerate(rows):
@@ -178,6 +213,19 @@ async def score(name: str, request: Request, runtime: RuntimeDep, deployments: D
             return problem(422, "Invalid request", detail, request)
     if body.probabilities and pool is not None and not pool.info.probabilities:
         return problem(422, "Invalid request", f"the model ({pool.info.kind}) has no predict_proba", request)
+    if remote is not None:
+        if remote.scoring_uri is None:
+            return _not_serving(name, NotServing(remote.state.value, remote.error), request)
+        try:
+            answer = await deployments.remote.score(remote, body.model_dump(exclude_defaults=True))
+        except ForwardFailed as exc:
+            headers = {"Retry-After": RETRY_AFTER_SECONDS} if exc.http_status == 503 else None
+            title = _TITLES.get(exc.http_status, "Bad gateway")
+            return problem(exc.http_status, title, exc.detail, request, headers=headers)
+        return Response(json.dumps({**answer, "model": remote.model}, separators=(",", ":")),
+                        media_type="application/json")
+    if deployment is None:
+        return problem(404, "Not found", f"endpoint {name!r} does not exist", request)
     try:
         _, version, result = await deployments.score(
             name, np.asarray(rows, dtype=np.float64), probabilities=body.probabilities
@@ -194,6 +242,9 @@ async def score(name: str, request: Request, runtime: RuntimeDep, deployments: D
     if body.probabilities and pool is not None:
         payload["classes"] = pool.info.classes
     return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
+
+
+_TITLES = {413: "Payload too large", 422: "Invalid request", 503: "Service unavailable", 504: "Gateway timeout"}
 
 
 def _not_serving(name: str, exc: NotServing, request: Request) -> Response:

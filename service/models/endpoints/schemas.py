@@ -44,6 +44,12 @@ class EndpointPublic(BaseModel):
     n_features: int | None = None
     workers: list[WorkerPublic] = Field(default_factory=list)
     memory_bytes: int | None = None
+    # On an inference target (Azure ML): the web service runyard forwards to, its state there, and a
+    # version being deployed beside it (PATCH) or why that failed.
+    service: str | None = None
+    backend_state: str | None = None
+    pending_version: int | None = None
+    switch_error: str | None = None
     created_at: datetime
     updated_at: datetime
 

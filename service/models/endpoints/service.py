@@ -6,10 +6,12 @@ from pathlib import Path, PurePosixPath
 
 from sqlmodel import Session, col, select
 
+from service.backends.base import EnvironmentSpec, ServeRequest
+from service.catalog import service as catalog
 from service.core.checksums import tree_sha256
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.db.pagination import keyset_page
-from service.db.tables import Endpoint, ModelVersion
+from service.db.tables import Endpoint, Job, ModelVersion
 from service.models import service as registry
 from service.models.endpoints.lifecycle import EndpointStatus, set_status
 from service.models.endpoints.schemas import EndpointCreate, Version
@@ -49,9 +51,36 @@ def model_file(model: ModelVersion) -> Path:
     return path
 
 
+def serve_request(
+    session: Session, *, endpoint: str, target: str, model: ModelVersion, service: str, source_dir: Path
+) -> ServeRequest:
+    """What a backend needs to serve `model` on `target`: the model's id there and its job's environment."""
+    if Path(model.location).is_dir():
+        raise InvalidRequest(
+            f"model {model.name!r} version {model.version} was registered on this machine; "
+            f"{target!r} serves models registered on its Azure ML workspace (or use compute 'local')"
+        )
+    job = session.get(Job, model.job_id) if model.job_id else None
+    if job is None:
+        raise InvalidRequest(f"model {model.name!r} version {model.version} has no job, so no environment to serve in")
+    env = catalog.get_environment(session, name=job.environment, version=job.environment_version)
+    return ServeRequest(
+        target=target, service=service, endpoint=endpoint, model_name=model.name, model_location=model.location,
+        model_file=PurePosixPath(model.model_path).name,
+        environment=EnvironmentSpec(name=env.name, version=env.version, python_version=env.python_version,
+                                    pip_packages=tuple(env.pip_packages), conda_packages=tuple(env.conda_packages)),
+        source_dir=source_dir,
+    )
+
+
+def check_compute(compute: str, remote_targets: list[str]) -> None:
+    """`local`, or an inference target a backend deploys to; anything else is a 422 naming them."""
+    if compute != LOCAL and compute not in remote_targets:
+        known = ", ".join(["local", *remote_targets])
+        raise InvalidRequest(f"compute {compute!r} cannot serve endpoints; use one of: {known}")
+
+
 def create(session: Session, *, spec: EndpointCreate, model: ModelVersion, max_replicas: int) -> Endpoint:
-    if spec.compute != LOCAL:
-        raise InvalidRequest(f"compute {spec.compute!r} cannot serve endpoints; use 'local'")
     if spec.replicas > max_replicas:
         raise InvalidRequest(f"replicas must be at most {max_replicas} (RUNYARD_ENDPOINT_MAX_REPLICAS)")
     if session.get(Endpoint, spec.name) is not None:

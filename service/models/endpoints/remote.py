@@ -1,0 +1,276 @@
+"""Endpoints served by a backend's web services (Azure ML): deploy, follow the state, forward scoring.
+
+Each version of an endpoint is its own service (`service_name`), so moving to another version
+deploys the new one beside the old, switches forwarding once it is ready and only then deletes
+the old one: no request fails during the switch. Backend calls run in threads and never while a
+database transaction is open; the endpoint's status changes only through `endpoints.mark`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from service.backends.base import ServeRequest, Serves, ServiceState
+from service.core.errors import BackendError, Conflict
+from service.core.settings import Settings
+from service.db.engine import Database
+from service.models.endpoints import service as endpoints
+from service.models.endpoints.lifecycle import EndpointStatus
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A service being deleted is first left this long to answer the requests already sent to it.
+DRAIN_SECONDS = 60.0
+MAX_RETRY_SECONDS = 30.0
+
+
+class ForwardFailed(Exception):
+    """Scoring could not be forwarded, or the service refused it: `http_status` is runyard's answer."""
+
+    def __init__(self, http_status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.http_status = http_status
+        self.detail = detail
+
+
+def service_name(endpoint: str, version: int) -> str:
+    """The service of one endpoint version: lowercase letters, digits and dashes, 3..32 characters,
+    starting with a letter (Azure's web service and online endpoint rule); a hash keeps names apart."""
+    digest = hashlib.sha256(endpoint.encode()).hexdigest()[:6]
+    suffix = f"-{digest}-v{version}"
+    slug = re.sub(r"[^a-z0-9]+", "-", endpoint.lower()).strip("-")
+    if not slug or not slug[0].isalpha():
+        slug = f"ry-{slug}".rstrip("-")
+    return f"{slug[: 32 - len(suffix)].rstrip('-')}{suffix}"
+
+
+@dataclass
+class Remote:
+    """One endpoint served by a backend: the service runyard forwards to, and a version being switched to."""
+
+    name: str
+    model: str
+    version: int
+    target: str
+    service: str
+    state: EndpointStatus
+    backend_state: str | None = None
+    error: str | None = None
+    scoring_uri: str | None = None
+    key: str | None = None
+    pending_version: int | None = None
+    switch_error: str | None = None
+    inflight: dict[str, int] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+
+
+class RemoteEndpoints:
+    """Owns every endpoint served on an inference target; `Deployments` hands them here."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self._live: dict[str, Remote] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._http: httpx.AsyncClient | None = None
+        self.poll_seconds = settings.poll_interval_seconds
+
+    def get(self, name: str) -> Remote | None:
+        return self._live.get(name)
+
+    async def _db(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        def work() -> T:
+            with self.db.write_session() as session:
+                return fn(session, **kwargs)
+
+        return await asyncio.to_thread(work)
+
+    def launch(self, request: ServeRequest, backend: Serves, *, model: str, version: int) -> None:
+        """Deploy (or adopt) the version's service in the background; the endpoint becomes ready or failed."""
+        remote = Remote(request.endpoint, model, version, request.target, request.service, EndpointStatus.CREATING)
+        self._live[remote.name] = remote
+        remote.task = asyncio.create_task(self._bring_up(remote, request, backend))
+
+    async def _bring_up(self, remote: Remote, request: ServeRequest, backend: Serves) -> None:
+        state = await self._follow(request, backend, remote)
+        if state.state != "ready":
+            remote.state, remote.error = EndpointStatus.FAILED, state.error
+            await self._db(endpoints.mark, name=remote.name, status=EndpointStatus.FAILED, error=state.error)
+            return
+        remote.scoring_uri, remote.key, remote.state = state.scoring_uri, state.key, EndpointStatus.READY
+        if not await self._db(endpoints.mark, name=remote.name, status=EndpointStatus.READY):
+            await self._undeploy(backend, remote.target, remote.service)  # deleted while it was deploying
+
+    async def _follow(self, request: ServeRequest, backend: Serves, remote: Remote) -> ServiceState:
+        """Deploy, then read the state until it is ready or failed; transient faults are retried."""
+        delay = self.poll_seconds
+        while True:
+            try:
+                await asyncio.to_thread(backend.deploy, request)
+                break
+            except BackendError as exc:
+                if not exc.transient:
+                    return ServiceState("failed", "NotDeployed", error=f"the deployment was refused: {exc.message}")
+                log.warning("deploying %s failed; will retry: %s", request.service, exc.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+        while True:
+            try:
+                state = await asyncio.to_thread(backend.service_state, request.target, request.service)
+            except BackendError as exc:
+                if not exc.transient:
+                    return ServiceState("failed", "Unknown", error=exc.message)
+                log.warning("reading %s failed; will retry: %s", request.service, exc.message)
+                await asyncio.sleep(min(self.poll_seconds * 4, MAX_RETRY_SECONDS))
+                continue
+            if remote.service == request.service:
+                remote.backend_state = state.backend_state
+            if state.state != "creating":
+                return state
+            await asyncio.sleep(self.poll_seconds)
+
+    async def score(self, remote: Remote, body: dict[str, Any]) -> dict[str, Any]:
+        """Forward the rows to the service's scoring URI with its key; its answer as runyard's."""
+        uri, key, version = remote.scoring_uri, remote.key, remote.version
+        if uri is None:
+            raise ForwardFailed(503, f"endpoint {remote.name!r} is {remote.state.value}")
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        remote.inflight[uri] = remote.inflight.get(uri, 0) + 1
+        try:
+            reply = await self._client().post(uri, content=json.dumps(body, separators=(",", ":")), headers=headers)
+        except httpx.TimeoutException as exc:
+            raise ForwardFailed(504, f"the web service of endpoint {remote.name!r} gave no answer within "
+                                     f"{self.settings.endpoint_predict_timeout_seconds:g}s") from exc
+        except httpx.HTTPError as exc:
+            raise ForwardFailed(503, f"the web service of endpoint {remote.name!r} could not be reached: "
+                                     f"{type(exc).__name__}") from exc
+        finally:
+            remote.inflight[uri] -= 1
+        return {**_answer(remote.name, reply), "version": version}
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            timeout = httpx.Timeout(self.settings.endpoint_predict_timeout_seconds, connect=10.0)
+            self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+        return self._http
+
+    async def switch(self, request: ServeRequest, backend: Serves, *, version: int) -> None:
+        """Deploy `version` beside the current service; forwarding moves once it is ready (in the background)."""
+        remote = self._live.get(request.endpoint)
+        if remote is None or remote.state is not EndpointStatus.READY:
+            state = remote.state.value if remote else "unknown"
+            raise Conflict(f"endpoint {request.endpoint!r} is {state}; only a ready endpoint can change version")
+        if version == remote.version:
+            return
+        if remote.pending_version is not None:
+            raise Conflict(f"endpoint {remote.name!r} is already moving to version {remote.pending_version}")
+        remote.pending_version, remote.switch_error = version, None
+        self._spawn(self._switch(remote, request, backend, version))
+
+    async def _switch(self, remote: Remote, request: ServeRequest, backend: Serves, version: int) -> None:
+        try:
+            state = await self._follow(request, backend, remote)
+            if state.state != "ready":
+                remote.switch_error = f"version {version} could not be served ({state.error}); " \
+                                      f"the endpoint keeps serving version {remote.version}"
+                await self._undeploy(backend, request.target, request.service)
+                return
+            await self._db(endpoints.set_version, name=remote.name, version=version)
+            old_service, old_uri = remote.service, remote.scoring_uri
+            remote.service, remote.scoring_uri, remote.key, remote.version = (
+                request.service, state.scoring_uri, state.key, version)
+            remote.backend_state = state.backend_state
+        finally:
+            remote.pending_version = None
+        await self._drain(remote, old_uri)
+        await self._undeploy(backend, remote.target, old_service)
+
+    async def _drain(self, remote: Remote, uri: str | None) -> None:
+        """Wait (bounded) for the requests already forwarded to `uri` to be answered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        while uri is not None and remote.inflight.get(uri, 0) > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if uri is not None:
+            remote.inflight.pop(uri, None)
+
+    async def remove(self, name: str, backend: Serves | None) -> None:
+        """Stop following the endpoint and delete its services (the row is already gone)."""
+        remote = self._live.pop(name, None)
+        if remote is None:
+            return
+        if remote.task is not None and not remote.task.done():
+            remote.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await remote.task
+        if backend is None:
+            return
+        services = [remote.service]
+        if remote.pending_version is not None:
+            services.append(service_name(name, remote.pending_version))
+        for service in services:
+            await self._undeploy(backend, remote.target, service)
+
+    async def _undeploy(self, backend: Serves, target: str, service: str) -> None:
+        try:
+            await asyncio.to_thread(backend.undeploy, target, service)
+        except BackendError as exc:
+            log.warning("deleting web service %s failed (left in the workspace): %s", service, exc.message)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self) -> None:
+        """Stop following; the services keep running (a restart adopts them)."""
+        for remote in list(self._live.values()):
+            if remote.task is not None:
+                remote.task.cancel()
+        for task in list(self._background):
+            task.cancel()
+        self._live.clear()
+        if self._http is not None:
+            await self._http.aclose()
+
+
+def _answer(name: str, reply: httpx.Response) -> dict[str, Any]:
+    """The service's reply as a score result, or the `ForwardFailed` it means."""
+    text = " ".join(reply.text.split())[:300]
+    if reply.status_code in (401, 403):
+        raise ForwardFailed(502, f"the web service of endpoint {name!r} refused runyard's key "
+                                 f"(HTTP {reply.status_code}); the key may have been regenerated")
+    if reply.status_code == 413:
+        raise ForwardFailed(413, f"the web service of endpoint {name!r} refused a body this large")
+    if 400 <= reply.status_code < 500:
+        raise ForwardFailed(422, f"the web service of endpoint {name!r} refused the rows "
+                                 f"(HTTP {reply.status_code}): {text}")
+    if reply.status_code != 200:
+        raise ForwardFailed(502, f"the web service of endpoint {name!r} failed (HTTP {reply.status_code}): {text}")
+    try:
+        data = reply.json()
+    except ValueError as exc:
+        raise ForwardFailed(502, f"the web service of endpoint {name!r} answered with no JSON: {text}") from exc
+    if isinstance(data, str):  # score.py returned a JSON string (the server encodes it once more)
+        with contextlib.suppress(ValueError):
+            data = json.loads(data)
+    if isinstance(data, list):  # the tutorial's score.py returns the predictions alone
+        return {"predictions": data}
+    if isinstance(data, dict) and "error" in data:
+        raise ForwardFailed(422, f"the model could not score these rows: {data['error']}")
+    if isinstance(data, dict) and isinstance(data.get("predictions"), list):
+        return {k: data[k] for k in ("predictions", "probabilities", "classes") if k in data}
+    raise ForwardFailed(502, f"the web service of endpoint {name!r} answered without predictions: {text}")
