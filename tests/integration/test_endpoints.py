@@ -79,6 +79,14 @@ def test_evaluating_a_version_keeps_accuracy_and_confusion_matrix(client: TestCl
     assert matrix[3].sum() == int(np.sum(labels == 3))  # rows are the true labels
     assert client.get("/v1/models/sklearn_mnist/versions/1").json()["evaluation"] == result
 
+    # The dashboard shows it: the accuracy beside the version, the matrix as an SVG grid of counts.
+    page = client.get("/ui/models").text
+    figure = page[page.index('id="confusion-sklearn_mnist-v1"'):]
+    figure = figure[: figure.index("</figure>")]
+    assert f"accuracy <strong>{result['accuracy']:.4g}</strong> on digits v1 (450 test images)" in page
+    assert figure.count('<g class="cell') == 100
+    assert f"<title>true 3, predicted 3: {matrix[3][3]}</title>" in figure
+
     url = "/v1/models/sklearn_mnist/versions/{}/evaluate"
     assert client.post(url.format(1), json={"dataset": "nope"}).status_code == 404
     assert client.post(url.format(7), json={"dataset": "digits"}).status_code == 404

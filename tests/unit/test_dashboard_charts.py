@@ -48,3 +48,16 @@ def test_labels_are_escaped_and_long_histories_are_thinned() -> None:
     points = re.search(r'points="([^"]+)"', svg)
     assert points
     assert len(points.group(1).split()) <= 401
+
+
+def test_a_confusion_matrix_has_a_cell_per_pair_shaded_by_its_share_of_the_row() -> None:
+    from service.api.ui.charts import confusion_matrix
+
+    svg = confusion_matrix([0, 1, 2], [[8, 2, 0], [0, 10, 0], [1, 0, 4]], title="Confusion matrix: accuracy 0.88")
+    assert svg.count('<g class="cell hit">') == 3
+    assert svg.count('<g class="cell miss">') == 6
+    assert "<title>true 0, predicted 1: 2</title>" in svg
+    shades = [float(v) for v in re.findall(r'fill-opacity="([0-9.]+)"', svg)]
+    assert shades[0] == pytest.approx(0.08 + 0.92 * 0.8)  # 8 of row 0's 10
+    assert shades[2] == pytest.approx(0.08)  # an empty cell keeps a faint shade, so the grid stays visible
+    assert 'aria-label="Confusion matrix: accuracy 0.88"' in svg

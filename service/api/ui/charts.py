@@ -184,3 +184,41 @@ def parallel(metric: str, params: Sequence[str], logs: dict[str, bool], trials: 
         parts.append(f'<polyline class="{css}" points="{path}"><title>#{t.index}</title></polyline>')
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def confusion_matrix(labels: Sequence[int | str], matrix: Sequence[Sequence[int]], *, title: str) -> Markup:
+    """Rows are the true labels, columns the predicted ones; a cell's shade is its share of its row."""
+    n = len(labels)
+    cell = max(12, min(32, 360 // max(n, 1)))
+    left, top = 44, 34
+    size_w, size_h = left + cell * n + 8, top + cell * n + 8
+    parts = [
+        f'<svg class="chart confusion" viewBox="0 0 {size_w} {size_h}" width="{size_w}" role="img" '
+        f'aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<text class="label" x="{left + cell * n / 2}" y="12" text-anchor="middle">predicted</text>',
+        f'<text class="label" transform="translate(10 {top + cell * n / 2}) rotate(-90)" '
+        f'text-anchor="middle">true</text>',
+    ]
+    for i, label in enumerate(labels):
+        parts.append(f'<text class="tick" x="{left + cell * (i + 0.5):.1f}" y="{top - 6}" '
+                     f'text-anchor="middle">{escape(str(label))}</text>')
+        parts.append(f'<text class="tick" x="{left - 6}" y="{top + cell * (i + 0.5) + 4:.1f}" '
+                     f'text-anchor="end">{escape(str(label))}</text>')
+    for r, row in enumerate(matrix):
+        total = sum(row) or 1
+        for c, count in enumerate(row):
+            share = count / total
+            css = "cell hit" if r == c else "cell miss"
+            x, y = left + cell * c, top + cell * r
+            parts.append(
+                f'<g class="{css}"><title>true {escape(str(labels[r]))}, predicted {escape(str(labels[c]))}: '
+                f"{count}</title>"
+                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill-opacity="{0.08 + 0.92 * share:.3f}"/>'
+            )
+            if count and cell >= 18:
+                parts.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + 4:.1f}" text-anchor="middle">'
+                             f"{count}</text>")
+            parts.append("</g>")
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -182,3 +182,11 @@ def _plottable(value: Any) -> float | str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     return float(value)
+
+
+def confusion(model: str, version: Any) -> Markup:
+    """A model version's stored evaluation as a confusion-matrix chart."""
+    evaluation = version.evaluation or {}
+    title = (f"Confusion matrix of {model} v{version.version} on {evaluation.get('dataset')}: "
+             f"accuracy {number(evaluation.get('accuracy'))}")
+    return charts.confusion_matrix(evaluation.get("labels", []), evaluation.get("confusion_matrix", []), title=title)
