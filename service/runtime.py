@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from sqlmodel import Session
 
@@ -19,6 +21,25 @@ from service.db.engine import Database
 from service.db.tables import Job
 from service.db.uow import UnitOfWork, uow
 from service.jobs.supervision import run_key
+
+
+class PolledJob(Protocol):
+    """The columns of a job that `Runtime.run_ref_of` reads."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def run_id(self) -> str | None: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def experiment(self) -> str: ...
+    @property
+    def compute_target(self) -> str: ...
+    @property
+    def metrics_cursor(self) -> int: ...
+    @property
+    def cancel_requested_at(self) -> datetime | None: ...
 
 
 @dataclass
@@ -48,6 +69,12 @@ class Runtime:
 
     def run_ref(self, job: Job) -> RunRef:
         """The poller's view of a submitted job's run."""
+        return self.run_ref_of(job)
+
+    def run_ref_of(self, job: PolledJob, runs_dir: Path | None = None) -> RunRef:
+        """`run_ref` of a job or of a row holding just the columns it reads (the poller's, which
+        passes `settings.runs_dir` once for thousands of rows)."""
+        runs_dir = runs_dir or self.settings.runs_dir
         if job.run_id is None:
             raise ValueError(f"job {job.id} has no run yet")
         return RunRef(
@@ -55,7 +82,7 @@ class Runtime:
             run_id=job.run_id,
             experiment=job.experiment,
             compute_target=job.compute_target,
-            run_dir=self.job_dir(job).root,
+            run_dir=runs_dir / (job.id if job.attempt == 1 else f"{job.id}.{job.attempt}"),
             metrics_cursor=job.metrics_cursor,
             cancel_requested=job.cancel_requested_at is not None,
         )

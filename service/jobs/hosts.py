@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlmodel import col, select
 
@@ -43,7 +44,16 @@ class RunHostBusy(Overloaded):
     title = "Run on another host"
 
 
-def host_bound(runtime: Runtime, job: Job) -> bool:
+class Hosted(Protocol):
+    """What `elsewhere` reads of a job (a `Job`, or a row of just these columns)."""
+
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def compute_target(self) -> str: ...
+
+
+def host_bound(runtime: Runtime, job: Hosted) -> bool:
     """True when the job's run lives on a host (the local target), not in a remote workspace."""
     try:
         return runtime.backends.for_target(job.compute_target).kind == "local"
@@ -51,7 +61,7 @@ def host_bound(runtime: Runtime, job: Job) -> bool:
         return False
 
 
-def elsewhere(runtime: Runtime, job: Job) -> bool:
+def elsewhere(runtime: Runtime, job: Hosted) -> bool:
     """True when the job's local run is another host's (jobs from before hosts were recorded are anyone's)."""
     return job.host not in (None, runtime.settings.effective_host_id) and host_bound(runtime, job)
 

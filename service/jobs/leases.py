@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import or_, update
 from sqlalchemy.sql.elements import ColumnElement
@@ -47,7 +48,16 @@ def take(session: Session, job_ids: Iterable[str], owner: str, *, now: datetime,
     return held
 
 
-def needs_renewal(job: Job, owner: str, *, now: datetime, seconds: float) -> bool:
+class Leased(Protocol):
+    """A job's lease columns (a `Job`, or a row of just these)."""
+
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def lease_expires_at(self) -> datetime | None: ...
+
+
+def needs_renewal(job: Leased, owner: str, *, now: datetime, seconds: float) -> bool:
     """True when a job is not `owner`'s, or its lease has less than half its length left."""
     if job.owner != owner or job.lease_expires_at is None:
         return True
