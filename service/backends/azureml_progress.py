@@ -57,14 +57,14 @@ def new_samples(
     name. So for each cursor value handed out, the per-name counts behind it are kept in
     the run folder; a cursor the database did not commit is simply asked for again.
     """
-    known = _read_counts(run_dir)
+    known = read_counts(run_dir, CURSOR_FILE)
     counts = known.get(str(cursor))
     if counts is None:
         if sum(len(points) for points in flat.values()) < cursor:
             # Fewer points than already stored: `get_metrics` returns {} when listing the metric
             # names fails (_restclient/metrics_client.py get_metrics_for_run_v2). Wait for a full read.
             return (), cursor
-        counts = {} if cursor == 0 else _guess_counts(flat, cursor)
+        counts = {} if cursor == 0 else guess_counts({name: len(points) for name, points in flat.items()}, cursor)
     samples: list[MetricSample] = []
     for name in sorted(flat):
         points = flat[name]
@@ -79,33 +79,35 @@ def new_samples(
     new_cursor = sum(total.values())
     if new_cursor != cursor:
         known[str(new_cursor)] = total
-        _write_counts(run_dir, dict(list(known.items())[-KEPT_CURSORS:]))
+        write_counts(run_dir, CURSOR_FILE, known)
     return tuple(samples), new_cursor
 
 
-def _guess_counts(flat: Mapping[str, list[float | None]], cursor: int) -> dict[str, int]:
-    # The run folder lost its record (restored from backup...): take points in name order.
+def guess_counts(lengths: Mapping[str, int], cursor: int) -> dict[str, int]:
+    """Per-name counts for a cursor whose record the run folder lost (restored from backup...): name order."""
     counts: dict[str, int] = {}
-    for name in sorted(flat):
-        counts[name] = min(cursor, len(flat[name]))
+    for name in sorted(lengths):
+        counts[name] = min(cursor, lengths[name])
         cursor -= counts[name]
     return counts
 
 
-def _read_counts(run_dir: Path) -> dict[str, dict[str, int]]:
+def read_counts(run_dir: Path, file_name: str) -> dict[str, dict[str, int]]:
+    """The per-name counts behind each metric cursor handed out (v1 and v2 keep one file each)."""
     try:
-        data = json.loads((RunDir(run_dir).state / CURSOR_FILE).read_text())
+        data = json.loads((RunDir(run_dir).state / file_name).read_text())
     except (FileNotFoundError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _write_counts(run_dir: Path, data: dict[str, dict[str, int]]) -> None:
+def write_counts(run_dir: Path, file_name: str, known: dict[str, dict[str, int]]) -> None:
+    """Keep the last KEPT_CURSORS cursors' counts, written whole (temp file, then rename)."""
     state = RunDir(run_dir).state
     state.mkdir(parents=True, exist_ok=True)
-    tmp = state / f"{CURSOR_FILE}.tmp"
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, state / CURSOR_FILE)
+    tmp = state / f"{file_name}.tmp"
+    tmp.write_text(json.dumps(dict(list(known.items())[-KEPT_CURSORS:])))
+    os.replace(tmp, state / file_name)
 
 
 def append_new_log_text(run_dir: Path, downloaded: Path) -> int:

@@ -13,17 +13,19 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from service.backends.azureml_base import TRANSIENT_STATUS, call_in_thread
+
+# Re-exported: callers that classify errors import them from here too.
+from service.backends.azureml_base import AzureCallAbandoned as AzureCallAbandoned
+from service.backends.azureml_base import AzureNotFound as AzureNotFound
 from service.core.errors import BackendError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# HTTP answers that say "try again later"; everything else from Azure is definitive.
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504, 530})
 # Where the SDK writes a reply's HTTP status into an exception's message:
 # `"status_code": 503` (get_http_exception_response_string, used by _execution._commands and
 # _project.project_engine `_raise_request_error`, and by the snapshot client), `Response Code: 503`
@@ -32,20 +34,6 @@ TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504, 530})
 _EMBEDDED_STATUS = re.compile(r'(?:"status_code":|Response Code:|http error:|\bCode:)\s*(\d{3})\b')
 # A token is reused until this close to its expiry (the SDK's own service principal cache uses 5 min).
 TOKEN_REFRESH_MARGIN_SECONDS = 300.0
-
-
-class AzureNotFound(BackendError):
-    """Azure answered that the thing asked for does not exist (a definitive answer)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, transient=False)
-
-
-class AzureCallAbandoned(BackendError):
-    """The call gave no answer in time; it may still complete in its thread."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, transient=True)
 
 
 @dataclass(frozen=True)
@@ -162,30 +150,8 @@ def caching_msi_authentication() -> type:
 
 
 def call_with_timeout(what: str, timeout: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one SDK call in its own daemon thread; give up after `timeout` seconds.
-
-    Many SDK calls have no timeout of their own (compute and environment calls use bare
-    `requests`). A daemon thread, unlike a ThreadPoolExecutor worker, cannot hold up the
-    process at exit when such a call hangs; the abandoned call finishes in the background.
-    """
-    result: Future[T] = Future()
-
-    def work() -> None:
-        try:
-            result.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the caller, translated there
-            result.set_exception(exc)
-
-    threading.Thread(target=work, name=f"azureml: {what}", daemon=True).start()
-    if not wait([result], timeout).done:
-        log.warning("Azure ML call %r gave no answer within %.0fs; abandoned", what, timeout)
-        raise AzureCallAbandoned(f"{what}: no answer from Azure ML within {timeout:g}s")
-    error = result.exception()
-    if error is None:
-        return result.result()
-    if isinstance(error, BackendError):
-        raise error
-    raise translate(error, what) from error
+    """One azureml-core call in its own thread with a timeout (`azureml_base.call_in_thread`)."""
+    return call_in_thread(what, timeout, translate, fn, *args, **kwargs)
 
 
 def translate(exc: BaseException, what: str) -> BackendError:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from service.backends.azureml_progress import guess_counts, read_counts, write_counts
 from service.backends.base import MetricSample
-from service.core.rundir import RunDir
 
 CURSOR_FILE = "azureml_v2_metrics.json"
-KEPT_CURSORS = 8
 
 
 def new_history_samples(
@@ -26,8 +23,9 @@ def new_history_samples(
     counts behind each cursor handed out are kept in the run folder, so a cursor the database
     did not commit is simply asked for again.
     """
-    known = _read(run_dir)
-    counts = known.get(str(cursor)) or ({} if cursor == 0 else _guess(histories, cursor))
+    known = read_counts(run_dir, CURSOR_FILE)
+    counts = known.get(str(cursor)) or (
+        {} if cursor == 0 else guess_counts({name: len(points) for name, points in histories.items()}, cursor))
     samples: list[MetricSample] = []
     totals: dict[str, int] = {}
     for name in sorted(histories):
@@ -42,34 +40,10 @@ def new_history_samples(
     new_cursor = sum(totals.values())
     if new_cursor != cursor:
         known[str(new_cursor)] = totals
-        _write(run_dir, dict(list(known.items())[-KEPT_CURSORS:]))
+        write_counts(run_dir, CURSOR_FILE, known)
     return tuple(samples), new_cursor
 
 
 def from_millis(value: Any) -> datetime | None:
     """MLflow's times (ms since the epoch) as aware UTC."""
     return datetime.fromtimestamp(value / 1000, UTC) if isinstance(value, int) and value > 0 else None
-
-
-def _guess(histories: Mapping[str, Sequence[Any]], cursor: int) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for name in sorted(histories):
-        counts[name] = min(cursor, len(histories[name]))
-        cursor -= counts[name]
-    return counts
-
-
-def _read(run_dir: Path) -> dict[str, dict[str, int]]:
-    try:
-        data = json.loads((RunDir(run_dir).state / CURSOR_FILE).read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write(run_dir: Path, data: dict[str, dict[str, int]]) -> None:
-    state = RunDir(run_dir).state
-    state.mkdir(parents=True, exist_ok=True)
-    tmp = state / f"{CURSOR_FILE}.tmp"
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, state / CURSOR_FILE)

@@ -7,12 +7,11 @@ shapes, while the entity builders (`command`, `Input`, `Environment`, ...) stay 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from service.backends.azureml_sdk import TRANSIENT_STATUS, AzureNotFound, call_with_timeout
+from service.backends.azureml_base import TRANSIENT_STATUS, AzureNotFound, call_in_thread
 from service.core.errors import BackendError
 
 T = TypeVar("T")
@@ -49,21 +48,8 @@ def load_v2_sdk() -> V2Sdk:
 
 
 def call_v2(what: str, timeout: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """One SDK call in its own thread with a timeout; its exceptions come out as `BackendError`."""
-    return call_with_timeout(what, timeout, _translating(what, fn), *args, **kwargs)
-
-
-def _translating(what: str, fn: Callable[..., T]) -> Callable[..., T]:
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise translate_v2(exc, what) from exc
-
-    return run
+    """One azure-ai-ml or MLflow call in its own thread with a timeout (`azureml_base.call_in_thread`)."""
+    return call_in_thread(what, timeout, translate_v2, fn, *args, **kwargs)
 
 
 def translate_v2(exc: BaseException, what: str) -> BackendError:

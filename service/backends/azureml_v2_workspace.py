@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from service.backends.azureml_sdk import AzureNotFound
+from service.backends.azureml_base import (
+    COMPUTE_STATES,
+    AzureNotFound,
+    AzureWorkspaceBase,
+    ComputeState,
+    ServicePrincipal,
+    azure_identity,
+)
 from service.backends.azureml_v2_sdk import V2Sdk, call_v2
-from service.backends.azureml_workspace import COMPUTE_STATES, ComputeState
 from service.backends.base import DatasetInput, EnvironmentSpec
 from service.core.errors import BackendError
 from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RECONNECT_SECONDS = 10.0
 REGISTERED_DATA = re.compile(r"^azureml://datasets/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?$")
 # Paths a v2 Input takes as they are (datastore paths included).
 DIRECT_URI = re.compile(r"^(https?|wasbs?|abfss?|adl|azureml)://")
@@ -32,49 +36,24 @@ INPUT_MODES = {"mount": "ro_mount", "download": "download"}
 MLFLOW_PACKAGES = ("mlflow-skinny", "azureml-mlflow")
 
 
-class AzureV2Workspace:
+class AzureV2Workspace(AzureWorkspaceBase[V2Sdk]):
     """A lazily connected MLClient; safe to share between the poller, dispatcher and requests."""
 
     def __init__(
         self, settings: Settings, *, sdk: V2Sdk | Callable[[], V2Sdk], clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.settings = settings
-        self.timeout = settings.azureml_call_timeout_seconds
-        self._load_sdk: Callable[[], V2Sdk] = (lambda: sdk) if isinstance(sdk, V2Sdk) else sdk
-        self._sdk: V2Sdk | None = None
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._client: Any = None
+        super().__init__(settings, load_sdk=(lambda: sdk) if isinstance(sdk, V2Sdk) else sdk, clock=clock)
         self._mlflow: Any = None
-        self._error: BackendError | None = None
-        self._retry_at = float("-inf")
         self._environments: dict[tuple[str, int], Any] = {}
         self._data: dict[tuple[str, int], str] = {}
-        self.compute = {spec.name: ComputeState(spec) for spec in settings.azureml_compute_targets}
-
-    @property
-    def sdk(self) -> V2Sdk:
-        if self._sdk is None:
-            self._sdk = self._load_sdk()
-        return self._sdk
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """One SDK call with its own timeout; SDK errors come out as `BackendError`."""
         return call_v2(what, timeout or self.timeout, fn, *args, **kwargs)
 
     def client(self) -> Any:
         """The MLClient; after a failure to build it, retried at most every few seconds."""
-        with self._lock:
-            if self._client is not None:
-                return self._client
-            if self._error is not None and self._clock() < self._retry_at:
-                raise self._error
-            try:
-                self._client = self.call("connect to the Azure ML workspace", self._connect)
-            except BackendError as exc:
-                self._error, self._retry_at = exc, self._clock() + RECONNECT_SECONDS
-                raise
-            self._error = None
-            return self._client
+        return self.connection()
 
     def _connect(self) -> Any:
         cfg, sdk = self.settings, self.sdk
@@ -87,16 +66,11 @@ class AzureV2Workspace:
 
     def _credential(self) -> Any:
         """Service principal from AZURE_* variables, else managed identity; never interactive."""
-        cfg, sdk = self.settings, self.sdk
-        tenant, client, secret = cfg.azure_tenant_id, cfg.azure_client_id, cfg.azure_client_secret
-        if tenant and client and secret:
-            return sdk.ClientSecretCredential(tenant.get_secret_value(), client.get_secret_value(),
-                                              secret.get_secret_value())
-        if tenant or secret:
-            raise BackendError("set all of AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a "
-                               "service principal, or none of them for a managed identity", transient=False)
-        if client:  # a user-assigned identity
-            return sdk.ManagedIdentityCredential(client_id=client.get_secret_value())
+        identity, sdk = azure_identity(self.settings), self.sdk
+        if isinstance(identity, ServicePrincipal):
+            return sdk.ClientSecretCredential(identity.tenant_id, identity.client_id, identity.secret)
+        if identity.client_id:  # a user-assigned identity
+            return sdk.ManagedIdentityCredential(client_id=identity.client_id)
         return sdk.ManagedIdentityCredential()
 
     def mlflow(self) -> Any:
@@ -168,18 +142,6 @@ class AzureV2Workspace:
             return arg.uri
         return f"azureml:{made.name}:{made.version}"
 
-    def ensure_compute(self) -> bool:
-        """Attach each declared cluster, creating missing ones (never waiting for provisioning)."""
-        for state in self.compute.values():
-            if state.target is not None:
-                continue
-            try:
-                self._ensure_one(state)
-            except BackendError as exc:
-                state.state, state.error = "error", exc.message
-                log.warning("compute target %s is not usable: %s", state.spec.name, exc.message)
-        return all(state.target is not None for state in self.compute.values())
-
     def _ensure_one(self, state: ComputeState) -> None:
         client, spec = self.client(), state.spec
         try:
@@ -198,10 +160,8 @@ class AzureV2Workspace:
 
     def refresh_compute(self, state: ComputeState, *, force: bool = False) -> None:
         """Read the cluster's provisioning state, at most every refresh interval."""
-        refresh = max(self.settings.azureml_detail_refresh_seconds, 5.0)
-        if state.target is None or (not force and self._clock() - state.checked_at < refresh):
+        if not self._due(state, force):
             return
-        state.checked_at = self._clock()
         try:
             cluster = self.call(f"read compute {state.spec.name}", self.client().compute.get, state.spec.name,
                                 timeout=min(self.timeout, 5))

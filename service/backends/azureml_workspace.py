@@ -8,67 +8,46 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from service.backends.azureml_sdk import AzureNotFound, AzureSdk, call_with_timeout, quiet_cancel
+from service.backends.azureml_base import (
+    COMPUTE_STATES,
+    AzureNotFound,
+    AzureWorkspaceBase,
+    ComputeState,
+    ServicePrincipal,
+    azure_identity,
+)
+from service.backends.azureml_sdk import AzureSdk, call_with_timeout, quiet_cancel
 from service.backends.base import DatasetInput, EnvironmentSpec
 from service.core.errors import BackendError
-from service.core.settings import AzureComputeSpec, Settings
+from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RECONNECT_SECONDS = 10.0
 REGISTERED_DATASET = re.compile(r"^azureml://datasets/(?P<name>[^/]+)(?:/versions/(?P<version>\d+))?/?$")
 OPEN_DATASET = re.compile(r"^azureml://opendatasets/(?P<name>[a-z0-9_-]+)/?$")
-# What provisioning_state says, in the words GET /v1/compute uses for `local`.
-COMPUTE_STATES = {"succeeded": "ready", "creating": "provisioning", "updating": "provisioning",
-                  "failed": "failed", "canceled": "failed", "deleting": "deleting"}
 
 
-@dataclass
-class ComputeState:
-    """What runyard knows about one declared cluster."""
-
-    spec: AzureComputeSpec
-    state: str = "connecting"
-    target: Any = None
-    current_nodes: int | None = None
-    error: str | None = None
-    checked_at: float = float("-inf")
-
-
-class AzureWorkspace:
-    """A lazily connected workspace; safe to share between the poller, dispatcher and requests."""
+class AzureWorkspace(AzureWorkspaceBase[AzureSdk]):
+    """A lazily connected azureml-core Workspace; safe to share between the poller, dispatcher and requests."""
 
     def __init__(
         self, settings: Settings, *, sdk: AzureSdk | Callable[[], AzureSdk],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.settings = settings
-        self.timeout = settings.azureml_call_timeout_seconds
-        self._load_sdk: Callable[[], AzureSdk] = (lambda: sdk) if isinstance(sdk, AzureSdk) else sdk
-        self._sdk: AzureSdk | None = None
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._ws: Any = None
-        self._ws_error: BackendError | None = None
-        self._retry_at = float("-inf")
+        load: Callable[[], AzureSdk] = (lambda: sdk) if isinstance(sdk, AzureSdk) else sdk
+
+        def load_quietly() -> AzureSdk:
+            quiet_cancel()  # before the SDK reads its settings
+            return load()
+
+        super().__init__(settings, load_sdk=load_quietly, clock=clock)
         self._experiments: dict[str, Any] = {}
         self._environments: dict[tuple[str, int], Any] = {}
         self._datasets: dict[tuple[str, int], Any] = {}
-        self.compute = {spec.name: ComputeState(spec) for spec in settings.azureml_compute_targets}
-
-    @property
-    def sdk(self) -> AzureSdk:
-        """The SDK classes, imported on first use."""
-        if self._sdk is None:
-            quiet_cancel()
-            self._sdk = self._load_sdk()
-        return self._sdk
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """One SDK call with its own timeout; SDK errors come out as `BackendError`."""
@@ -76,18 +55,7 @@ class AzureWorkspace:
 
     def workspace(self) -> Any:
         """The connected Workspace; after a failure, retried at most every few seconds."""
-        with self._lock:
-            if self._ws is not None:
-                return self._ws
-            if self._ws_error is not None and self._clock() < self._retry_at:
-                raise self._ws_error
-            try:
-                self._ws = self.call("connect to the Azure ML workspace", self._connect)
-            except BackendError as exc:
-                self._ws_error, self._retry_at = exc, self._clock() + RECONNECT_SECONDS
-                raise
-            self._ws_error = None
-            return self._ws
+        return self.connection()
 
     def _connect(self) -> Any:
         cfg, sdk = self.settings, self.sdk
@@ -102,19 +70,15 @@ class AzureWorkspace:
     def _auth(self) -> Any:
         """Service principal from AZURE_* variables, else managed identity; never interactive."""
         cfg, sdk = self.settings, self.sdk
-        tenant, client, secret = cfg.azure_tenant_id, cfg.azure_client_id, cfg.azure_client_secret
-        if tenant and client and secret:
+        identity = azure_identity(cfg)
+        if isinstance(identity, ServicePrincipal):
             return sdk.ServicePrincipalAuthentication(
-                tenant_id=tenant.get_secret_value(), service_principal_id=client.get_secret_value(),
-                service_principal_password=secret.get_secret_value(), cloud=cfg.azureml_cloud,
+                tenant_id=identity.tenant_id, service_principal_id=identity.client_id,
+                service_principal_password=identity.secret, cloud=cfg.azureml_cloud,
             )
-        if tenant or secret:
-            raise BackendError("set all of AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a "
-                               "service principal, or none of them for a managed identity", transient=False)
         # The cloud is named so the SDK never fetches cloud metadata (a 30 s timeout offline).
-        if client:  # a user-assigned identity
-            identity = {"client_id": client.get_secret_value()}
-            return sdk.MsiAuthentication(cloud=cfg.azureml_cloud, identity_config=identity)
+        if identity.client_id:  # a user-assigned identity
+            return sdk.MsiAuthentication(cloud=cfg.azureml_cloud, identity_config={"client_id": identity.client_id})
         return sdk.MsiAuthentication(cloud=cfg.azureml_cloud)
 
     def experiment(self, name: str) -> Any:
@@ -188,21 +152,6 @@ class AzureWorkspace:
             log.warning("dataset %s v%s is used unregistered: %s", arg.name, arg.version, exc.message)
             return files
 
-    def ensure_compute(self) -> bool:
-        """Attach each declared cluster, creating missing ones; True once all are attached.
-
-        Never waits for provisioning: `wait_for_completion` sleeps for up to 25 minutes.
-        """
-        for state in self.compute.values():
-            if state.target is not None:
-                continue
-            try:
-                self._ensure_one(state)
-            except BackendError as exc:
-                state.state, state.error = "error", exc.message
-                log.warning("compute target %s is not usable: %s", state.spec.name, exc.message)
-        return all(state.target is not None for state in self.compute.values())
-
     def _ensure_one(self, state: ComputeState) -> None:
         sdk, ws, spec = self.sdk, self.workspace(), state.spec
         try:
@@ -220,9 +169,8 @@ class AzureWorkspace:
 
     def refresh_compute(self, state: ComputeState, *, force: bool = False) -> None:
         """Read the cluster's provisioning state and node count, at most every refresh interval."""
-        if state.target is None or (not force and self._clock() - state.checked_at < self.refresh_seconds()):
+        if not self._due(state, force):
             return
-        state.checked_at = self._clock()
         try:
             status = self.call(f"read compute {state.spec.name}", state.target.get_status, timeout=min(self.timeout, 5))
         except BackendError as exc:
@@ -236,6 +184,3 @@ class AzureWorkspace:
         state.current_nodes = nodes if isinstance(nodes, int) else None
         errors = getattr(status, "errors", None)
         state.error = "; ".join(str(getattr(e, "message", e)) for e in errors) if errors else None
-
-    def refresh_seconds(self) -> float:
-        return max(self.settings.azureml_detail_refresh_seconds, 5.0)

@@ -184,19 +184,16 @@ def default_script(config: ScriptRunConfig) -> RunScript:
     return tutorial_script(regularization=reg)
 
 
-@dataclass
-class RunRecord:
-    """A run as the fake service stores it."""
+class Timeline:
+    """How a fake run or job moves: its script's statuses, output and files, seen from `now`.
 
-    run_id: str
-    experiment: str
-    number: int
+    Shared by the v1 fake's runs and the v2 fake's jobs, which both carry `submitted_at`,
+    `script` and `cancel_at`.
+    """
+
     submitted_at: float
     script: RunScript
-    tags: dict[str, str]
-    config: ScriptRunConfig
-    target: str
-    cancel_at: float | None = None
+    cancel_at: float | None
 
     def status(self, now: float) -> str:
         if self.cancel_at is not None and now >= self.cancel_at:
@@ -228,6 +225,21 @@ class RunRecord:
 
     def started(self) -> float | None:
         return next((self.submitted_at + at for at, s in self.script.statuses if s == "Running"), None)
+
+
+@dataclass
+class RunRecord(Timeline):
+    """A run as the fake service stores it."""
+
+    run_id: str
+    experiment: str
+    number: int
+    submitted_at: float
+    script: RunScript
+    tags: dict[str, str]
+    config: ScriptRunConfig
+    target: str
+    cancel_at: float | None = None
 
 
 @dataclass

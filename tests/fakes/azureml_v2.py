@@ -44,7 +44,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from service.backends.azureml_v2_sdk import V2Sdk
-from tests.fakes.azureml import CANCEL_SECONDS, EPOCH, LOG_FILE, PROVISION_SECONDS, TERMINAL, FakeClock, RunScript
+from tests.fakes.azureml import EPOCH, LOG_FILE, PROVISION_SECONDS, TERMINAL, FakeClock, RunScript, Timeline
 from tests.fakes.azureml import tutorial_script as tutorial_script
 
 PAGE_SIZE = 100  # jobs per page of a workspace job listing
@@ -84,7 +84,7 @@ def default_script(job: Command) -> RunScript:
 
 
 @dataclass
-class JobRecord:
+class JobRecord(Timeline):
     """A job as the fake workspace stores it."""
 
     name: str
@@ -93,31 +93,6 @@ class JobRecord:
     number: int
     script: RunScript
     cancel_at: float | None = None
-
-    def status(self, now: float) -> str:
-        if self.cancel_at is not None and now >= self.cancel_at:
-            return "Canceled" if now >= self.cancel_at + CANCEL_SECONDS else "CancelRequested"
-        current = "NotStarted"
-        for at, status in self.script.statuses:
-            if now >= self.submitted_at + at:
-                current = status
-        return current
-
-    def end(self) -> float:
-        ends = [self.submitted_at + at for at, s in self.script.statuses if s in TERMINAL]
-        if self.cancel_at is not None:
-            ends.append(self.cancel_at)
-        return min(ends, default=float("inf"))
-
-    def happened(self, at: float, now: float) -> bool:
-        return self.submitted_at + at <= min(now, self.end())
-
-    def files(self, now: float) -> dict[str, bytes]:
-        found = {name: content for name, (at, content) in self.script.files.items() if self.happened(at, now)}
-        log = "".join(text for at, text in self.script.log if self.happened(at, now))
-        if log:
-            found[LOG_FILE] = log.encode()
-        return found
 
     def millis(self, at: float) -> int:
         return int((EPOCH.timestamp() + self.submitted_at + at) * 1000)
@@ -404,6 +379,11 @@ class DataOperations(_Operations):
 
 
 class ModelOperations(_Operations):
+    @sdk_call("models.list")
+    def list(self, name=None, stage=None, *, list_view_type=ListViewType.ACTIVE_ONLY):
+        # A name with no versions lists nothing (the versions listing of an unknown container is empty).
+        return iter([copy.deepcopy(m) for m in self._azure.models if name is None or m.name == name])
+
     @sdk_call("models.create_or_update")
     def create_or_update(self, model):
         azure = self._azure

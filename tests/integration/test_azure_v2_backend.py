@@ -22,10 +22,13 @@ from azure.core.exceptions import ClientAuthenticationError
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.backends.azureml_base import FINAL_READ_GIVE_UP_SECONDS
 from service.backends.azureml_v2 import AzureMLV2Backend, job_name
-from service.backends.base import Backend, EnvironmentSpec, SubmitRequest
+from service.backends.base import Backend, EnvironmentSpec, RunRef, SubmitRequest
 from service.backends.local import LocalBackend
+from service.core.errors import BackendError
 from service.core.settings import REPO_ROOT, Settings
+from service.core.states import JobStatus
 from tests.conftest import script_job, tutorial_job, wait_for
 from tests.fakes.azureml import WORKSPACE_SETTINGS, RunScript
 from tests.fakes.azureml_v2 import FakeAzureV2, http_error
@@ -121,7 +124,8 @@ def test_tutorial_as_a_command_job_end_to_end(client: TestClient, fake: FakeAzur
     [model] = fake.models
     assert model.path == f"azureml://jobs/{job['run_id']}/outputs/artifacts/paths/{MODEL}"
     assert (model.version, model.type) == ("1", "custom_model")
-    assert model.tags == {"area": "mnist", "runyard_job_id": job_id, "runyard_version": "1"}
+    assert model.tags == {"area": "mnist", "runyard_job_id": job_id, "runyard_version": "1",
+                          "runyard_registration": f"{job['run_id']}/{MODEL}"}
     versions = client.get("/v1/models/sklearn_mnist/versions").json()["items"]
     assert [(v["version"], v["job_id"], v["run_id"]) for v in versions] == [(1, job_id, job["run_id"])]
     assert versions[0]["metrics"]["accuracy"] == 0.9123
@@ -244,6 +248,62 @@ def test_a_create_that_collides_with_its_own_job_takes_it(v2_settings: Settings,
     assert backend.submit(request) == "runyard-job1-2"
     assert (fake.calls["jobs.create_or_update"], len(fake.created)) == (1, 0)
     assert backend.find_run("JOB3.1", "tests", tmp_path) is None
+
+
+def backend_and_job(settings: Settings, fake: FakeAzureV2, tmp_path: Path) -> tuple[AzureMLV2Backend, RunRef]:
+    """A backend on the fake's clock and a submitted tutorial job (Running at 3 s, Completed at 7 s)."""
+    backend = AzureMLV2Backend(settings.for_azureml_sdk("v2"), sdk=fake.sdk(), clock=fake.clock,
+                               now=fake.clock.datetime)
+    env = EnvironmentSpec("tutorial-env", 1, "3.11", ("azureml-defaults",), ())
+    request = SubmitRequest(job_id="JOB2.1", experiment="tests", source_dir=REPO_ROOT / "trainer", script="train.py",
+                            arguments=("--regularization", 0.5), compute_target="cpu-cluster", environment=env,
+                            tags={}, run_dir=tmp_path)
+    return backend, RunRef("JOB2.1", backend.submit(request), "tests", "cpu-cluster", tmp_path)
+
+
+def test_no_capacity_until_the_cluster_is_provisioned(v2_settings: Settings) -> None:
+    fake = FakeAzureV2()
+    backend = AzureMLV2Backend(v2_settings.for_azureml_sdk("v2"), sdk=fake.sdk(), clock=fake.clock)
+    assert backend.capacity("cpu-cluster") == 0  # not attached yet
+    assert backend.workspace.ensure_compute()  # created: provisioning
+    assert backend.capacity("cpu-cluster") == 0
+    fake.clock.advance(10)
+    backend.workspace.refresh_compute(backend.workspace.compute["cpu-cluster"], force=True)
+    assert backend.capacity("cpu-cluster") is None  # Azure queues the jobs itself
+
+
+def test_a_final_read_that_keeps_failing_fails_the_job_after_a_bounded_time(
+    v2_settings: Settings, fake: FakeAzureV2, tmp_path: Path
+) -> None:
+    backend, ref = backend_and_job(v2_settings, fake, tmp_path)
+    fake.clock.advance(8)
+    fake.fail("mlflow.get_run", http_error(403, "AuthorizationFailed", "no read access"), times=100)
+    assert backend.poll([ref]) == []  # retried for a while
+    fake.clock.advance(FINAL_READ_GIVE_UP_SECONDS - 1)
+    assert backend.poll([ref]) == []
+    fake.clock.advance(1)
+    [update] = backend.poll([ref])
+    assert (update.status, update.backend_status) == (JobStatus.FAILED, "Completed")
+    assert update.error is not None
+    assert "the Azure ML job ended Completed, but its results could not be read" in update.error
+    assert "no read access" in update.error
+
+
+def test_a_retried_registration_finds_the_model_instead_of_registering_again(
+    v2_settings: Settings, fake: FakeAzureV2, tmp_path: Path
+) -> None:
+    backend, ref = backend_and_job(v2_settings, fake, tmp_path)
+    fake.clock.advance(8)
+    fake.fail("models.create_or_update", ConnectionError("connection reset"), after=True)  # registered, reply lost
+    with pytest.raises(BackendError):
+        backend.register_model(ref, model_name="sklearn_mnist", model_path=MODEL, version=1, tags={})
+    stored = backend.register_model(ref, model_name="sklearn_mnist", model_path=MODEL, version=1, tags={})
+    assert (stored.version, stored.location) == (1, "azureml:sklearn_mnist:1")
+    assert (len(fake.models), fake.calls["models.create_or_update"], fake.calls["models.list"]) == (1, 1, 2)
+    # Another path of the same job is another model version.
+    fake.jobs[ref.run_id].script.files["outputs/other.pkl"] = (5, b"x")
+    other = backend.register_model(ref, model_name="sklearn_mnist", model_path="outputs/other.pkl", version=2, tags={})
+    assert other.version == 2
 
 
 def test_a_folder_dataset_cannot_run_on_azure(client: TestClient, fake: FakeAzureV2) -> None:

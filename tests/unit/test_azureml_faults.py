@@ -20,6 +20,7 @@ from azureml.exceptions import ComputeTargetException, ProjectSystemException
 
 from service.backends import azureml as azureml_backend
 from service.backends.azureml import AzureMLBackend, run_id_for
+from service.backends.azureml_base import FINAL_READ_GIVE_UP_SECONDS
 from service.backends.azureml_sdk import load_sdk, translate
 from service.backends.base import DatasetInput, EnvironmentSpec, RunRef, SubmitRequest
 from service.core.errors import BackendError
@@ -303,7 +304,7 @@ def test_a_final_read_that_keeps_failing_fails_the_job_after_a_bounded_time(
     clock.advance(8)
     fake.fail("Run.get_details", service_error(403, "AuthorizationFailed", "no read access"), times=100)
     assert backend.poll([ref]) == []  # retried for a while
-    clock.advance(azureml_backend.FINAL_READ_GIVE_UP_SECONDS - 1)
+    clock.advance(FINAL_READ_GIVE_UP_SECONDS - 1)
     assert backend.poll([ref]) == []
     clock.advance(1)
     [update] = backend.poll([ref])

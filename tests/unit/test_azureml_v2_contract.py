@@ -44,6 +44,7 @@ CONTRACT: list[tuple[type, type, str]] = [
     (fake.DataOperations, DataOperations, "get"),
     (fake.DataOperations, DataOperations, "create_or_update"),
     (fake.ModelOperations, ModelOperations, "create_or_update"),
+    (fake.ModelOperations, ModelOperations, "list"),
     (fake.WorkspaceOperations, WorkspaceOperations, "get"),
     (fake.RunOperations, RunOperations, "get_run_details"),
     (fake.MlflowClient, MlflowClient, "__init__"),
