@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
-from trainer.utils import MNIST_FILE_NAMES, find_mnist_files, load_data, write_idx_gz
+# numpy (and trainer.utils, which imports it) only where files are written: checking them
+# on every start needs neither, and numpy costs ~0.2 s of start-up.
 
 __all__ = [
     "DIGITS_FILES",
@@ -26,8 +31,16 @@ __all__ = [
 ]
 
 # The digits dataset is written under the MNIST file names so the unmodified
-# tutorial script (which globs for those names) can train on it.
-DIGITS_FILES: Final[dict[str, str]] = dict(MNIST_FILE_NAMES)
+# tutorial script (which globs for those names) can train on it (trainer.utils.MNIST_FILE_NAMES;
+# a test keeps the two equal).
+DIGITS_FILES: Final[dict[str, str]] = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+_IDX_IMAGES_MAGIC: Final = 0x00000803
+_IDX_LABELS_MAGIC: Final = 0x00000801
 DIGITS_N_SAMPLES: Final = 1797
 DIGITS_TEST_SIZE: Final = 0.25
 _DIGITS_SPLIT_SEED: Final = 0
@@ -42,6 +55,7 @@ def digits_dataset_arrays() -> dict[str, npt.NDArray[np.uint8]]:
     """The digits train/test split as uint8 arrays keyed like DIGITS_FILES."""
     # Imported here, not at module level: scikit-learn (and scipy) would add ~1 s and ~60 MB
     # to every service start, and are only needed the first time the files are written.
+    import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -67,21 +81,46 @@ def digits_dataset_arrays() -> dict[str, npt.NDArray[np.uint8]]:
     }
 
 
+def _idx_shape(path: Path, *, label: bool) -> tuple[int, int]:
+    """(items, values per item) of a gzipped IDX file, read as trainer.utils.load_data reads it
+    (every byte inflated, CRC checked, magic and length checked) but into no array."""
+    raw = path.read_bytes()
+    data = bytearray()
+    try:
+        while raw:
+            decoder = zlib.decompressobj(wbits=31)
+            data += decoder.decompress(raw)
+            if not decoder.eof:
+                raise ValueError(f"{path}: truncated gzip stream")
+            raw = decoder.unused_data.lstrip(b"\x00")
+    except zlib.error as exc:
+        raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
+    if len(data) < 4 or struct.unpack(">I", data[:4])[0] != (_IDX_LABELS_MAGIC if label else _IDX_IMAGES_MAGIC):
+        raise ValueError(f"{path}: not an IDX {'label' if label else 'image'} file")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    if len(data) - header != math.prod(dims):
+        raise ValueError(f"{path}: IDX dimensions {dims} do not match its data")
+    return dims[0], 1 if label else math.prod(dims[1:])
+
+
 def digits_dataset_valid(folder: Path) -> bool:
     """True when `folder` directly holds a complete, readable digits dataset."""
     try:
-        train_x = load_data(folder / DIGITS_FILES["train_images"], label=False)
-        train_y = load_data(folder / DIGITS_FILES["train_labels"], label=True)
-        test_x = load_data(folder / DIGITS_FILES["test_images"], label=False)
-        test_y = load_data(folder / DIGITS_FILES["test_labels"], label=True)
+        train_x = _idx_shape(folder / DIGITS_FILES["train_images"], label=False)
+        train_y = _idx_shape(folder / DIGITS_FILES["train_labels"], label=True)
+        test_x = _idx_shape(folder / DIGITS_FILES["test_images"], label=False)
+        test_y = _idx_shape(folder / DIGITS_FILES["test_labels"], label=True)
     except (OSError, ValueError):
         return False
-    # numpy types shapes as tuple[Any, ...]; bool() keeps the result a real bool.
-    return bool(
-        train_x.shape[0] == train_y.shape[0]
-        and test_x.shape[0] == test_y.shape[0]
-        and train_x.shape[0] + test_x.shape[0] == DIGITS_N_SAMPLES
-        and train_x.shape[1] == test_x.shape[1] == 64
+    return (
+        train_x[0] == train_y[0]
+        and test_x[0] == test_y[0]
+        and train_x[0] + test_x[0] == DIGITS_N_SAMPLES
+        and train_x[1] == test_x[1] == 64
     )
 
 
@@ -90,6 +129,8 @@ def write_digits_dataset(folder: Path) -> None:
     folder = Path(folder)
     if digits_dataset_valid(folder):
         return
+    from trainer.utils import write_idx_gz
+
     arrays = digits_dataset_arrays()
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Build everything in a sibling temp dir first: when `folder` does not exist
@@ -115,9 +156,8 @@ def write_digits_dataset(folder: Path) -> None:
 
 
 def fashion_mnist_available(path: Path = FASHION_MNIST_DIR) -> bool:
-    """True when all four Fashion-MNIST IDX files are found under `path`."""
-    try:
-        find_mnist_files(path)
-    except FileNotFoundError:
+    """True when all four Fashion-MNIST IDX files are found under `path` (at any depth, as
+    trainer.utils.find_mnist_files finds them)."""
+    if not path.is_dir():
         return False
-    return True
+    return all(any(m.is_file() for m in path.glob(f"**/{name}")) for name in DIGITS_FILES.values())

@@ -12,12 +12,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from service.models.endpoints.worker_client import ModelInfo, Worker, WorkerFailed
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ class Pool:
         self._idle.put_nowait(worker)
 
     async def _predict(self, worker: Worker, batch: list[_Pending]) -> None:
+        import numpy as np  # loaded by the first score (routes.score), not at start-up
+
         rows = batch[0].rows if len(batch) == 1 else np.concatenate([item.rows for item in batch])
         probabilities = any(item.probabilities for item in batch)
         header = {"op": "predict", "rows": rows.shape[0], "cols": rows.shape[1], "probabilities": probabilities}

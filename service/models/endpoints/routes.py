@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
@@ -17,7 +16,6 @@ from service.catalog import service as catalog
 from service.core.errors import NotFound
 from service.core.schemas import Page
 from service.db.tables import Endpoint, ModelVersion
-from service.models.endpoints import evaluation
 from service.models.endpoints import service as endpoints
 from service.models.endpoints.batcher import ModelRejected
 from service.models.endpoints.deployments import Deployments, NotServing
@@ -33,6 +31,9 @@ from service.models.endpoints.schemas import (
 )
 from service.models.endpoints.worker_client import WorkerFailed
 from service.models.schemas import ModelVersionPublic
+
+if TYPE_CHECKING:
+    from service.models.endpoints import evaluation
 
 router = APIRouter(tags=["endpoints"])
 _score_body = TypeAdapter(ScoreRequest)
@@ -226,6 +227,10 @@ async def score(name: str, request: Request, runtime: RuntimeDep, deployments: D
                         media_type="application/json")
     if deployment is None:
         return problem(404, "Not found", f"endpoint {name!r} does not exist", request)
+    # numpy (~0.15 s) and the evaluation module load with the first request that needs them,
+    # not with every start of a service that may never score.
+    import numpy as np
+
     try:
         _, version, result = await deployments.score(
             name, np.asarray(rows, dtype=np.float64), probabilities=body.probabilities
@@ -263,6 +268,8 @@ def _unavailable(detail: str, request: Request) -> Response:
     responses=ERRORS(404, 422),
 )
 async def evaluate(name: str, version: VersionRef, spec: EvaluateRequest, runtime: RuntimeDep) -> ModelVersionPublic:
+    from service.models.endpoints import evaluation  # numpy and the trainer's loaders, on first use
+
     def resolve() -> tuple[ModelVersion, Any, evaluation.TestSplit, int]:
         with runtime.db.session() as session:
             model = endpoints.model_version(session, model=name, version=version)
