@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from service.catalog import offline_data
 from service.catalog.offline_data import (
+    BUNDLED_DIGITS,
     DIGITS_FILES,
     FASHION_MNIST_DIR,
+    digits_dataset_arrays,
     digits_dataset_valid,
     fashion_mnist_available,
     write_digits_dataset,
@@ -186,3 +189,20 @@ def test_debian_fashion_mnist_is_detected() -> None:
     assert fashion_mnist_available()
     # Debian's package installs the four files flat, under the MNIST names.
     assert find_mnist_files(FASHION_MNIST_DIR) == {k: FASHION_MNIST_DIR / v for k, v in MNIST_FILE_NAMES.items()}
+
+
+def test_the_bundled_files_hold_what_scikit_learn_makes() -> None:
+    bundled = load_mnist(BUNDLED_DIGITS)
+    for key, expected in digits_dataset_arrays().items():
+        np.testing.assert_array_equal(bundled[key].reshape(expected.shape), expected)
+
+
+def test_without_the_bundle_they_are_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offline_data, "BUNDLED_DIGITS", tmp_path / "absent")
+    write_digits_dataset(tmp_path / "made")
+    copied = tmp_path / "copied"
+    monkeypatch.undo()
+    write_digits_dataset(copied)
+    assert digits_dataset_valid(tmp_path / "made")
+    for key, made in load_mnist(tmp_path / "made").items():
+        np.testing.assert_array_equal(load_mnist(copied)[key], made)
