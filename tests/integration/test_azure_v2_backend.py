@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-# Without the azure-v2 extra (not yet installed by make or CI) these are reported as skipped, not passed.
+# Run in .venv-v2 by `make test` (the azure-v2 extra); elsewhere reported as skipped, not passed.
 pytest.importorskip("azure.ai.ml", reason="the azure-v2 extra is not installed: pip install -e .[azure-v2]")
 from azure.ai.ml.entities import Command, Environment
 from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, ValidationException
