@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 V2_VENV ?= .venv-v2
 V2_BIN := $(V2_VENV)/bin
 V2_TESTS := tests/unit/test_azureml_v2_contract.py tests/integration/test_azure_v2_backend.py \
-	tests/integration/test_sweeps_azure_v2.py tests/integration/test_trainer_mlflow.py
+	tests/integration/test_sweeps_azure_v2.py tests/integration/test_trainer_mlflow.py \
+	tests/unit/test_azureml_v2_serving_contract.py tests/integration/test_azure_v2_endpoints.py
 HOST ?= $(or $(RUNYARD_HOST),127.0.0.1)
 PORT ?= $(or $(RUNYARD_PORT),8000)
 

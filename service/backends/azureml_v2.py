@@ -26,8 +26,9 @@ from service.backends.azureml_base import JOB_TAG, MODEL_TAG, AzureBackendBase, 
 from service.backends.azureml_progress import append_new_log_text, error_text
 from service.backends.azureml_v2_progress import from_millis, new_history_samples
 from service.backends.azureml_v2_sdk import V2Sdk, load_v2_sdk
+from service.backends.azureml_v2_serving import AzureV2Serving
 from service.backends.azureml_v2_workspace import AzureV2Workspace
-from service.backends.base import DatasetInput, RegisteredModel, RunRef, SubmitRequest
+from service.backends.base import DatasetInput, RegisteredModel, RunRef, ServeRequest, ServiceState, SubmitRequest
 from service.core.clock import utcnow
 from service.core.errors import BackendError
 from service.core.rundir import LOG_NAME, RunDir
@@ -69,6 +70,7 @@ class AzureMLV2Backend(AzureBackendBase):
         clock: Callable[[], float] = time.monotonic, now: Callable[[], datetime] = utcnow,
     ) -> None:
         super().__init__(settings, AzureV2Workspace(settings, sdk=sdk, clock=clock), clock=clock, now=now)
+        self.serving = AzureV2Serving(self.workspace, settings.azureml_inference_targets)
 
     def map_status(self, status: str) -> JobStatus:
         return from_azure_v2(status)
@@ -256,6 +258,20 @@ class AzureMLV2Backend(AzureBackendBase):
         except AzureNotFound:
             return None
         return max(found, key=lambda m: int(m.version) if str(m.version).isdigit() else 0, default=None)
+
+    # -- serving (the Serves protocol): managed online endpoints -------------------------
+
+    def serving_targets(self) -> Sequence[str]:
+        return self.serving.serving_targets()
+
+    def deploy(self, request: ServeRequest) -> None:
+        self.serving.deploy(request)
+
+    def service_state(self, target: str, service: str) -> ServiceState:
+        return self.serving.service_state(target, service)
+
+    def undeploy(self, target: str, service: str) -> None:
+        self.serving.undeploy(target, service)
 
     def check(self) -> None:
         """One cheap workspace read; authentication failures surface here."""

@@ -31,19 +31,32 @@ class V2Sdk:
     Model: Any
     ClientSecretCredential: Any
     ManagedIdentityCredential: Any
+    # Serving: a managed online endpoint with one deployment per version (azure-ai-ml entities).
+    ManagedOnlineEndpoint: Any = None
+    ManagedOnlineDeployment: Any = None
+    CodeConfiguration: Any = None
 
 
 def load_v2_sdk() -> V2Sdk:
     """Import azure-ai-ml (and the MLflow client its workspaces track metrics with)."""
     from azure.ai.ml import Input, MLClient, command
-    from azure.ai.ml.entities import AmlCompute, Data, Environment, Model
+    from azure.ai.ml.entities import (
+        AmlCompute,
+        CodeConfiguration,
+        Data,
+        Environment,
+        ManagedOnlineDeployment,
+        ManagedOnlineEndpoint,
+        Model,
+    )
     from azure.identity import ClientSecretCredential, ManagedIdentityCredential
     from mlflow.tracking import MlflowClient
 
     return V2Sdk(
         MLClient=MLClient, MlflowClient=MlflowClient, command=command, Input=Input, Environment=Environment,
         AmlCompute=AmlCompute, Data=Data, Model=Model, ClientSecretCredential=ClientSecretCredential,
-        ManagedIdentityCredential=ManagedIdentityCredential,
+        ManagedIdentityCredential=ManagedIdentityCredential, ManagedOnlineEndpoint=ManagedOnlineEndpoint,
+        ManagedOnlineDeployment=ManagedOnlineDeployment, CodeConfiguration=CodeConfiguration,
     )
 
 

@@ -29,26 +29,31 @@ DEPLOY_SECONDS = 3.0
 _ENV_LOCK = threading.Lock()  # AZUREML_MODEL_DIR is process-wide: one init() at a time
 
 
-class ScoringServer:
-    """Azure's inference server for one service: score.py's init() once, run(body) per POST /score."""
+def load_score_script(script: Path, model_dir: Path) -> Any:
+    """Import the entry script and run its init() with AZUREML_MODEL_DIR set, as the container does."""
+    spec = importlib.util.spec_from_file_location(f"fake_score_{secrets.token_hex(4)}", script)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"entry script {script} cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    with _ENV_LOCK:
+        saved = os.environ.get("AZUREML_MODEL_DIR")
+        os.environ["AZUREML_MODEL_DIR"] = str(model_dir)
+        try:
+            spec.loader.exec_module(module)
+            module.init()
+        finally:
+            if saved is None:
+                os.environ.pop("AZUREML_MODEL_DIR", None)
+            else:
+                os.environ["AZUREML_MODEL_DIR"] = saved
+    return module
 
-    def __init__(self, script: Path, model_dir: Path, key: str | None) -> None:
-        spec = importlib.util.spec_from_file_location(f"fake_score_{secrets.token_hex(4)}", script)
-        if spec is None or spec.loader is None:
-            raise FileNotFoundError(f"entry script {script} cannot be imported")
-        module = importlib.util.module_from_spec(spec)
-        with _ENV_LOCK:
-            saved = os.environ.get("AZUREML_MODEL_DIR")
-            os.environ["AZUREML_MODEL_DIR"] = str(model_dir)
-            try:
-                spec.loader.exec_module(module)
-                module.init()
-            finally:
-                if saved is None:
-                    os.environ.pop("AZUREML_MODEL_DIR", None)
-                else:
-                    os.environ["AZUREML_MODEL_DIR"] = saved
-        self.module, self.key = module, key
+
+class ScoringServer:
+    """Azure's inference server: POST /score runs `run(body)` of the script `route()` picks (behind `key`)."""
+
+    def __init__(self, route: Callable[[], Any], key: str | None) -> None:
+        self.route, self.key = route, key
         self.requests = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -88,8 +93,12 @@ class ScoringServer:
                     self._reply(401, b"Unauthorized", "text/plain")
                     return
                 server.requests += 1
+                module = server.route()
+                if module is None:
+                    self._reply(503, b"no deployment takes traffic", "text/plain")
+                    return
                 try:
-                    result = server.module.run(raw.decode())
+                    result = module.run(raw.decode())
                 except Exception as exc:  # the inference server answers 500 with the exception's text
                     self._reply(500, f"Encountered Exception: {exc!r}".encode(), "text/plain")
                     return
@@ -110,6 +119,7 @@ class ServiceRecord:
     auth_enabled: bool = True
     details: dict[str, Any] = field(default_factory=dict)  # what the deploy was given (configs, models)
     keys: tuple[str, str] = field(default_factory=lambda: (secrets.token_urlsafe(24), secrets.token_urlsafe(24)))
+    module: Any = None  # the entry script, init() done
     server: ScoringServer | None = None
     error: dict[str, Any] | None = None
     logs: str = ""
@@ -119,8 +129,9 @@ class ServiceRecord:
 class FakeServices:
     """The deployed services of one stubbed workspace, on its clock."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], *, serve_http: bool = True) -> None:
         self.clock = clock
+        self.serve_http = serve_http  # False: online deployments, reached through their endpoint's server
         self.records: dict[str, ServiceRecord] = {}
         self.deleted: list[str] = []
         self._root = Path(tempfile.mkdtemp(prefix="fake-azure-services-"))
@@ -145,7 +156,7 @@ class FakeServices:
             if not record.started:
                 record.started = True
                 self._start(record)
-        return "Healthy" if record.server is not None else "Failed"
+        return "Healthy" if record.module is not None else "Failed"
 
     def _start(self, record: ServiceRecord) -> None:
         model_dir = record.script.parent.parent / "azureml-models" / record.model_subdir
@@ -154,7 +165,10 @@ class FakeServices:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
         try:
-            record.server = ScoringServer(record.script, model_dir, record.keys[0] if record.auth_enabled else None)
+            record.module = load_score_script(record.script, model_dir)
+            if self.serve_http:
+                module = record.module
+                record.server = ScoringServer(lambda: module, record.keys[0] if record.auth_enabled else None)
             record.logs = "Initializing logger\nUsers's init has completed successfully\n"
         except Exception:
             record.logs = "Initializing logger\n" + traceback.format_exc()

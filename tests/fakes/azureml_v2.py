@@ -26,7 +26,16 @@ from azure.ai.ml import Input, command
 from azure.ai.ml._restclient.runhistory._utils.model_base import _deserialize
 from azure.ai.ml._restclient.runhistory.models import RunDetails
 from azure.ai.ml.constants import ListViewType
-from azure.ai.ml.entities import AmlCompute, Command, Data, Environment, Model
+from azure.ai.ml.entities import (
+    AmlCompute,
+    CodeConfiguration,
+    Command,
+    Data,
+    Environment,
+    ManagedOnlineDeployment,
+    ManagedOnlineEndpoint,
+    Model,
+)
 from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, ValidationException
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -130,7 +139,9 @@ class FakeAzureV2:
     def sdk(self) -> V2Sdk:
         return V2Sdk(MLClient=self.MLClient, MlflowClient=self.MlflowClient, command=command, Input=Input,
                      Environment=Environment, AmlCompute=AmlCompute, Data=Data, Model=Model,
-                     ClientSecretCredential=ClientSecretCredential, ManagedIdentityCredential=ManagedIdentityCredential)
+                     ClientSecretCredential=ClientSecretCredential, ManagedIdentityCredential=ManagedIdentityCredential,
+                     ManagedOnlineEndpoint=ManagedOnlineEndpoint, ManagedOnlineDeployment=ManagedOnlineDeployment,
+                     CodeConfiguration=CodeConfiguration)
 
     # -- test controls -------------------------------------------------------------
 
@@ -225,6 +236,10 @@ class MLClient:
         self.data = DataOperations(self._azure)
         self.models = ModelOperations(self._azure)
         self.workspaces = WorkspaceOperations(self._azure, workspace_name)
+        from tests.fakes.azureml_v2_serving import OnlineDeploymentOperations, OnlineEndpointOperations
+
+        self.online_endpoints = OnlineEndpointOperations(self._azure)
+        self.online_deployments = OnlineDeploymentOperations(self._azure)
 
     @classmethod
     def from_config(cls, credential, *, path=None, file_name=None, **kwargs):
