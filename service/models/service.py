@@ -131,7 +131,8 @@ def _record(runtime: Runtime, reserved: ModelVersion, stored: RegisteredModel) -
                 raise NotFound(f"the reservation of model {reserved.name!r} version {reserved.version} is gone")
             model.location, model.sha256, model.pending = stored.location, stored.sha256, False
             model.registrar = model.registrar_expires_at = None
-            if stored.version is not None:
+            if stored.version is not None and stored.version != model.version:
+                _make_room(tx.session, model, stored.version)
                 model.version = stored.version
             tx.session.add(model)
     except IntegrityError:
@@ -139,6 +140,24 @@ def _record(runtime: Runtime, reserved: ModelVersion, stored: RegisteredModel) -
             f"the backend registered {reserved.name!r} as version {stored.version}, which runyard already has"
         ) from None
     return model
+
+
+def _make_room(session: Session, model: ModelVersion, version: int) -> None:
+    """Free `version` for `model` when another registration still pending holds it as a placeholder.
+
+    A backend that numbers versions itself (Azure) numbers concurrent registrations in the order
+    they reach it, not in the order runyard reserved them: the reservation that got another's
+    number moves to a fresh placeholder, to be replaced by its own backend number in turn.
+    A recorded version in the way is a real clash, left to the unique constraint (409).
+    """
+    serialize(session, f"model-version:{model.name}")
+    holder = session.exec(select(ModelVersion).where(
+        ModelVersion.name == model.name, ModelVersion.version == version, col(ModelVersion.id) != model.id,
+    )).first()
+    if holder is not None and holder.pending:
+        holder.version = next_version(session, model.name)
+        session.add(holder)
+        session.flush()  # before this row takes the number: the unique constraint checks each statement
 
 
 def list_models(session: Session, *, limit: int, cursor: str | None) -> tuple[list[ModelPublic], str | None]:

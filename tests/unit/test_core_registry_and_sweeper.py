@@ -282,3 +282,38 @@ def test_sweeper_waits_while_another_replica_registers_its_best_model(core: tupl
         sweep = sweeps.get_sweep(session, sweep_id=sweep_id)
     assert (sweep.status, sweep.model_name, sweep.model_version) == (SweepStatus.COMPLETED, "digits", 1)
     assert backend.calls["register_model"] == 0
+
+
+def test_concurrent_registrations_numbered_by_the_backend_in_another_order_both_succeed(
+    core: tuple[Runtime, FakeBackend],
+) -> None:
+    runtime, backend = core
+    job_id = completed_job(runtime, backend)
+    both_inside = threading.Barrier(2, timeout=10)
+    first_recorded = threading.Event()
+    real = backend.register_model
+
+    def azure_like(run: Any, *, version: int, **kwargs: Any) -> Any:
+        # Both reserved (1 and 2) before either reaches the backend, which numbers them the other
+        # way round: the registration runyard reserved as 2 arrives first and is Azure's version 1.
+        both_inside.wait()
+        if version == 1:
+            first_recorded.wait(10)
+        backend.registry_version = 3 - version
+        return real(run, version=version, **kwargs)
+
+    backend.register_model = azure_like  # type: ignore[method-assign]
+    results: dict[int, int] = {}
+
+    def register() -> None:
+        model = registry.register_model(runtime, job_id=job_id, spec=MODEL)
+        results[model.version] = model.id or 0
+        first_recorded.set()
+
+    threads = [threading.Thread(target=register) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert sorted(results) == [1, 2]
+    assert [(v, p) for v, p, _ in versions(runtime)] == [(1, False), (2, False)]
