@@ -13,6 +13,7 @@ to hang, or to raise the SDK's own exception types; every call is counted.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -372,6 +373,11 @@ class FakeAzure:
     def reset_calls(self) -> None:
         self.calls.clear()
 
+    def shared(self) -> contextlib.AbstractContextManager[None]:
+        """Around each SDK call: nothing here; one workspace shared by processes syncs its state
+        (tests/fakes/azureml_shared.py)."""
+        return contextlib.nullcontext()
+
     # -- what the fake classes use -------------------------------------------------
 
     def enter(self, call: str) -> None:
@@ -425,9 +431,10 @@ def sdk_call(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def wrapper(owner: Any, *args: Any, **kwargs: Any) -> Any:
             azure: FakeAzure = owner._azure
             try:
-                azure.enter(name)
-                result = fn(owner, *args, **kwargs)
-                azure.leave(name)
+                with azure.shared():
+                    azure.enter(name)
+                    result = fn(owner, *args, **kwargs)
+                    azure.leave(name)
             finally:
                 with azure._lock:
                     azure.finished[name] += 1
