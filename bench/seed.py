@@ -68,10 +68,13 @@ def seed_jobs(database_url: str, *, jobs: int, experiments: int = 10, metric_poi
         statuses = [status] * jobs
     # ULID layout: one millisecond prefix, then the row number, so ids sort by creation.
     prefix = new_id()[:10]
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    sqlite = engine.dialect.name == "sqlite"
+    marks = ", ".join(["?" if sqlite else "%s"] * len(columns))  # the driver's own paramstyle
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
     with engine.begin() as conn:
-        conn.exec_driver_sql("PRAGMA synchronous=OFF")
-        conn.exec_driver_sql("PRAGMA cache_size=-262144")
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA synchronous=OFF")
+            conn.exec_driver_sql("PRAGMA cache_size=-262144")
         conn.execute(insert(Experiment), [{"name": n, "created_at": base_time} for n in names])
         for first in range(0, jobs, CHUNK):
             rows = []
