@@ -103,7 +103,11 @@ class RemoteEndpoints:
         remote.task = asyncio.create_task(self._bring_up(remote, request, backend))
 
     async def _bring_up(self, remote: Remote, request: ServeRequest, backend: Serves) -> None:
-        state = await self._follow(request, backend, remote)
+        try:
+            state = await self._follow(request, backend, remote)
+        except Exception as exc:  # a bug, not Azure: the endpoint says so instead of staying `creating`
+            log.exception("following %s failed", request.service)
+            state = ServiceState("failed", "Unknown", error=f"runyard could not follow the deployment: {exc!r}")
         if state.state != "ready":
             remote.state, remote.error = EndpointStatus.FAILED, state.error
             await self._db(endpoints.mark, name=remote.name, status=EndpointStatus.FAILED, error=state.error)
