@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import azure_sdk_cost
 from bench.common import (
     WORK_DIR,
     Stats,
@@ -142,10 +143,13 @@ def run(cfg: Config) -> dict[str, Any]:
     for runs in cfg.runs:
         say(f"poller: {runs:,} active runs across {EXPERIMENTS} experiments")
         results[str(runs)] = run_one(cfg, runs, work)
-    return report(cfg, machine, results)
+    say("poller: the real azureml-core's CPU per listed run, offline (bench.azure_sdk_cost)")
+    sdk_cost = azure_sdk_cost.measure_offline(500, 3 if cfg.quick else 5)
+    return report(cfg, machine, results, sdk_cost)
 
 
-def report(cfg: Config, machine: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def report(cfg: Config, machine: dict[str, Any], results: dict[str, dict[str, Any]],
+           sdk_cost: dict[str, Any] | None = None) -> dict[str, Any]:
     rows = []
     for r in results.values():
         lat = r["latency_s"]
@@ -179,7 +183,15 @@ def report(cfg: Config, machine: dict[str, Any], results: dict[str, dict[str, An
                big["rss_mb"].max <= 300),
     ]
     print_targets("Poller targets", targets)
-    write_results("poller", config=asdict(cfg), results={"by_runs": results, "poll_interval_s": POLL_INTERVAL},
+    if sdk_cost is not None:
+        print_table("Real azureml-core, client CPU per listed run (offline; bench.azure_sdk_cost)",
+                    ["step", "ms per run", "s per cycle at 10,000"],
+                    [["read the reply (json + msrest RunDto): what the poller pays",
+                      f"{sdk_cost['read_reply_ms_per_run']:.3f}", f"{sdk_cost['read_reply_ms_per_run'] * 10:.2f}"],
+                     ["+ a ScriptRun per listed run (Experiment.get_runs, before issue 17)",
+                      f"{sdk_cost['run_object_ms_per_run']:.3f}", f"{sdk_cost['run_object_ms_per_run'] * 10:.2f}"]])
+    write_results("poller", config=asdict(cfg), results={"by_runs": results, "poll_interval_s": POLL_INTERVAL,
+                                                         "real_sdk_per_listed_run": sdk_cost},
                   targets=targets, machine=machine)
     return results
 

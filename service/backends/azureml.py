@@ -13,6 +13,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -53,6 +54,14 @@ REMOTE_LOGS = (LOG_NAME, "azureml-logs/70_driver_log.txt")
 LIST_SCAN_LIMIT = 500
 # `run.cancel()` sends its request first, then flushes; past this the request is taken as sent.
 CANCEL_SEND_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """A run as `list_runs` listed it (a RunDto), until a detail read needs a Run of it."""
+
+    experiment: Any
+    record: Any
 
 
 class AzureMLBackend(AzureBackendBase):
@@ -144,13 +153,22 @@ class AzureMLBackend(AzureBackendBase):
         ws = self.workspace
         experiment = ws.experiment(name)
         wanted = {r.run_id for r in refs}
+        list_runs = ws.sdk.list_runs
 
-        def scan() -> dict[str, Any]:
-            found: dict[str, Any] = {}
+        def scan() -> dict[str, tuple[str, Any]]:
+            found: dict[str, tuple[str, Any]] = {}
             pages = max(1, -(-2 * len(wanted) // LIST_SCAN_LIMIT))  # whole pages, twice the active runs
-            for run in islice(experiment.get_runs(), pages * LIST_SCAN_LIMIT):
-                if run.id in wanted:
-                    found[run.id] = run
+            if list_runs is None or ws.sdk.run_of_listed is None:
+                for run in islice(experiment.get_runs(), pages * LIST_SCAN_LIMIT):
+                    if run.id in wanted:
+                        found[run.id] = (str(run.status), run)
+                        if len(found) == len(wanted):
+                            break  # the generator fetches no further page
+                return found
+            # The listed records, not a Run each: `_details` builds a Run only for the runs it reads.
+            for record in islice(list_runs(experiment), pages * LIST_SCAN_LIMIT):
+                if record.run_id in wanted:
+                    found[record.run_id] = (str(record.status), _Listed(experiment, record))
                     if len(found) == len(wanted):
                         break  # the generator fetches no further page
             return found
@@ -158,21 +176,32 @@ class AzureMLBackend(AzureBackendBase):
         listed = ws.call(f"list the runs of {name}", scan)
         observed: list[tuple[RunRef, str | None, Any]] = []
         for ref in refs:
-            run = listed.get(ref.run_id)
-            if run is None:
+            seen = listed.get(ref.run_id)
+            if seen is None:
                 try:
                     run = ws.call("read a run", ws.sdk.Run, experiment, ref.run_id, clean_up=False)
                 except AzureNotFound:
-                    run = None
+                    observed.append((ref, None, None))
+                    continue
                 except BackendError as exc:
                     log.warning("reading run %s failed; will retry: %s", ref.run_id, exc.message)
                     continue
-            observed.append((ref, None if run is None else str(run.status), run))
+                seen = (str(run.status), run)
+            observed.append((ref, *seen))
         return observed
+
+    def _run(self, handle: Any) -> Any:
+        """A Run: the one observed, or one built from its listed record (no request)."""
+        if not isinstance(handle, _Listed):
+            return handle
+        run_of_listed = self.workspace.sdk.run_of_listed
+        if run_of_listed is None:
+            raise BackendError("a listed run record without a way to build its Run", transient=False)
+        return run_of_listed(handle.experiment, handle.record)
 
     def _details(self, ref: RunRef, handle: Any, mapped: JobStatus) -> Details:
         """Files, new metrics, new log text (and on the end, the details): 3 calls, 4 at the end."""
-        ws, run = self.workspace, handle
+        ws, run = self.workspace, self._run(handle)
         files = tuple(str(f) for f in ws.call("list the run's files", run.get_file_names))
         raw = ws.call("read the run's metrics", run.get_metrics)
         metrics, cursor = new_samples(ref.run_dir, ref.metrics_cursor, flatten_metrics(raw), self._now())

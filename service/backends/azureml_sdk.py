@@ -12,7 +12,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -59,6 +59,10 @@ class AzureSdk:
     InferenceConfig: Any = None
     # name -> a function returning that Azure Open Dataset's FileDataset (lazy, no download)
     open_file_dataset: Callable[[str], Any] | None = None
+    # experiment -> its runs as listed (records with `.run_id` and `.status`), newest first, paged;
+    # and (experiment, record) -> a Run handle built from that record without another request.
+    list_runs: Callable[[Any], Iterator[Any]] | None = None
+    run_of_listed: Callable[[Any, Any], Any] | None = None
 
 
 def load_sdk() -> AzureSdk:
@@ -76,8 +80,28 @@ def load_sdk() -> AzureSdk:
         ScriptRunConfig=ScriptRunConfig, ServicePrincipalAuthentication=ServicePrincipalAuthentication,
         MsiAuthentication=caching_msi_authentication(), Model=Model, open_file_dataset=open_file_dataset,
         Webservice=Webservice, AciWebservice=AciWebservice, AksWebservice=AksWebservice,
-        InferenceConfig=InferenceConfig,
+        InferenceConfig=InferenceConfig, list_runs=list_run_records, run_of_listed=run_of_record,
     )
+
+
+def list_run_records(experiment: Any) -> Iterator[Any]:
+    """`experiment.get_runs()` without building a `Run` per listed run: the `RunDto`s it pages through.
+
+    `Experiment.get_runs` -> `Run.list` -> `Run._rehydrate_runs` turns every listed DTO into a
+    (Script)Run: ~0.44 ms of CPU each, against ~0.14 ms to read the DTO from the reply
+    (`python -m bench.azure_sdk_cost`), i.e. ~4.4 s per poll at 10,000 active runs. The poller
+    needs only the id and status of most of them; `run_of_record` builds a Run for those it reads.
+    """
+    from azureml._run_impl.run_history_facade import RunHistoryFacade
+
+    return iter(RunHistoryFacade.get_runs(experiment))
+
+
+def run_of_record(experiment: Any, record: Any) -> Any:
+    """A `Run` from a listed `RunDto`, as `Run.list` builds it: no request; `clean_up=False` (facts §6.7)."""
+    from azureml.core import Run
+
+    return Run._dto_to_run(experiment, record, clean_up=False)
 
 
 def open_file_dataset(name: str) -> Any:

@@ -281,6 +281,7 @@ class FakeAzure:
         self.auth_error: BaseException | None = None
         self.submit_loses_tags = 0  # the next submits die between creating the run and tagging it
         self.leaky_run_handles = 0  # Run(...) built without clean_up=False (facts §6.7)
+        self.handles_of_listed = 0  # Run handles built from listed records (run_of_listed)
         self._faults: dict[str, list[_Fault]] = {}
         self._hangs: set[str] = set()
         self._hang_once: Counter[str] = Counter()
@@ -310,8 +311,25 @@ class FakeAzure:
             ServicePrincipalAuthentication=ServicePrincipalAuthentication, MsiAuthentication=MsiAuthentication,
             Model=self.Model, open_file_dataset=self.open_file_dataset,
             Webservice=self.Webservice, AciWebservice=AciWebservice, AksWebservice=AksWebservice,
-            InferenceConfig=InferenceConfig,
+            InferenceConfig=InferenceConfig, list_runs=self.list_runs, run_of_listed=self.run_of_listed,
         )
+
+    def list_runs(self, experiment: Experiment) -> Iterator[rest_models.RunDto]:
+        """`azureml_sdk.list_run_records`: the same `runs:query` pages as `Experiment.get_runs`
+        (counted, failed and hung under that name), as the SDK's own `RunDto`s, no `Run` each."""
+        runs = experiment.get_runs()
+        return (rest_models.RunDto(run_id=run.id, status=run.status, experiment_id=experiment.name,
+                                   tags=run.tags) for run in runs)
+
+    def run_of_listed(self, experiment: Experiment, record: rest_models.RunDto) -> Run:
+        """`azureml_sdk.run_of_record`: a handle on a listed run, no request (status as listed)."""
+        stored = self.runs.get(record.run_id)
+        if stored is None:
+            raise AssertionError(f"runyard built a handle for a run it never listed: {record.run_id}")
+        self.handles_of_listed += 1
+        run = self.Run._listed(experiment, stored)
+        run._status = record.status
+        return run
 
     def open_file_dataset(self, name: str) -> FileDataset:
         """`MNIST.get_file_dataset()`: offline in azureml-opendatasets too, a lazy FileDataset of the blob."""

@@ -316,6 +316,21 @@ def test_finished_runs_come_first_and_only_with_their_final_details(tmp_path: Pa
     assert {r.run_id for r in early} - set(done) <= set(second)
 
 
+def test_a_poll_builds_a_run_handle_only_for_the_runs_it_reads(tmp_path: Path, fake: FakeAzure,
+                                                                 clock: FakeClock) -> None:
+    backend = make_backend(tmp_path, fake, clock, azureml_poll_detail_budget=3)
+    fake.script_for = lambda _: RunScript(statuses=[(0, "Running")])
+    runs = [fake.add_run(experiment=EXPERIMENT, tags={}) for _ in range(40)]
+    refs = [ref_for(request(tmp_path, r.run_id), r.run_id) for r in runs]
+    first = backend.poll(refs)
+    assert len(first) == 40  # every run reported once, from its listed status
+    assert all(u.status is JobStatus.RUNNING for u in first)
+    assert fake.handles_of_listed == 3  # a handle only for the detail reads of the budget
+    assert fake.calls["Run.get_metrics"] == 3
+    assert fake.calls["Run.__init__"] == 0  # and no extra request per run
+    assert fake.leaky_run_handles == 0
+
+
 def test_a_run_beyond_the_listing_page_is_read_alone(tmp_path: Path, fake: FakeAzure, backend: AzureMLBackend) -> None:
     old = fake.add_run(experiment=EXPERIMENT, tags={})
     for _ in range(500):

@@ -267,3 +267,13 @@ def test_a_canceled_job_is_abandoned_when_the_backend_never_confirms(core: tuple
     assert ended.error is not None
     assert "never confirmed the cancel" in ended.error
     assert ended.ended_at == clock()
+
+
+def test_the_interval_counts_from_the_start_of_a_tick() -> None:
+    from service.core.loop import MIN_SLEEP_SECONDS, sleep_after
+
+    assert sleep_after(2.0, took=0.5, due=None) == pytest.approx(1.5)  # next tick 2 s after this one began
+    assert sleep_after(2.0, took=0.5, due=0.2) == pytest.approx(0.2)  # a deadline sooner wins
+    assert sleep_after(2.0, took=0.0, due=0.0) == MIN_SLEEP_SECONDS
+    # A tick longer than the interval rests a quarter of its length, not a tight loop on a core.
+    assert sleep_after(2.0, took=4.0, due=None) == pytest.approx(1.0)
