@@ -1,6 +1,6 @@
 """Start-up imports only what serving the API needs (issue 17: cold start to /readyz).
 
-numpy, Mako, Alembic and the PostgreSQL dialect are loaded by the first request (or the first
+numpy, Mako, Alembic, httpx and the PostgreSQL dialect are loaded by the first request (or the first
 migration) that needs them; each costs 0.1-0.3 s of every start otherwise.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from service.core.settings import REPO_ROOT
 from service.db import migrate
 
-LAZY = ("numpy", "mako", "pygments", "alembic", "sqlalchemy.dialects.postgresql", "sklearn")
+LAZY = ("numpy", "mako", "pygments", "alembic", "sqlalchemy.dialects.postgresql", "sklearn", "httpx")
 _PROBE = """
 import asyncio, json, sys
 import service.server

@@ -16,9 +16,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.backends.base import ServeRequest, Serves, ServiceState
 from service.core.errors import BackendError, Conflict
@@ -26,6 +24,9 @@ from service.core.settings import Settings
 from service.db.engine import Database
 from service.models.endpoints import service as endpoints
 from service.models.endpoints.lifecycle import EndpointStatus
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,6 +147,10 @@ class RemoteEndpoints:
 
     async def score(self, remote: Remote, body: dict[str, Any]) -> dict[str, Any]:
         """Forward the rows to the service's scoring URI with its key; its answer as runyard's."""
+        # httpx (with the rich and pygments its CLI loads, ~0.35 s) only once something is forwarded:
+        # most services never have a remote endpoint, and every start paid for it.
+        import httpx
+
         uri, key, version = remote.scoring_uri, remote.key, remote.version
         if uri is None:
             raise ForwardFailed(503, f"endpoint {remote.name!r} is {remote.state.value}")
@@ -166,6 +171,8 @@ class RemoteEndpoints:
         return {**_answer(remote.name, reply), "version": version}
 
     def _client(self) -> httpx.AsyncClient:
+        import httpx
+
         if self._http is None:
             timeout = httpx.Timeout(self.settings.endpoint_predict_timeout_seconds, connect=10.0)
             self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
