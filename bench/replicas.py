@@ -4,7 +4,9 @@
    processes (each its own `Dispatcher`, engine and pool, every replica ticking as fast as it can)
    to a backend that accepts instantly; jobs dispatched per second = N / (last `submitted_at` -
    start). Paired runs (1 then 3) on fresh databases.
-2. Create / read through HTTP: `python -m service` on SQLite, then on PostgreSQL (same seeded
+2. Takeover: replica A runs 3 local jobs, replica B starts, A is SIGKILLed; seconds until B holds
+   each job (lease 3 s with a 0.5 s poll, and 10 s with the default 2 s poll).
+3. Create / read through HTTP: `python -m service` on SQLite, then on PostgreSQL (same seeded
    jobs, the two local slots held so that created jobs stay queued), wrk at c=1/8/32; the ratio
    PostgreSQL / SQLite of requests per second, paired per repeat.
 
@@ -17,7 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import shutil
+import signal
 import statistics
 import tempfile
 import time
@@ -33,6 +37,7 @@ from sqlmodel import Session, col, select
 
 from bench import runyard_peer
 from bench.common import WORK_DIR, machine_info, print_table, say, write_results
+from bench.procs import http
 from bench.seed import seed_jobs
 from bench.wrk import ensure_wrk, run_wrk
 from service.backends.base import ComputeInfo, RegisteredModel, RunRef, RunUpdate, SubmitRequest
@@ -261,6 +266,74 @@ def http_ratios(admin_url: str, *, jobs_count: int, seconds: int, repeats: int, 
     return {"rps": {f"{n} {op} c={c}": v for (n, op, c), v in rps.items()}, "ratio_pg_to_sqlite": ratios}
 
 
+def takeover_once(admin_url: str, *, lease: float, poll: float, runs: int, work: Path) -> dict[str, float]:
+    """Replica A runs `runs` local jobs; B is started; A is SIGKILLed: seconds until B holds each job."""
+    with scratch_database(admin_url) as url:
+        data_dir = work / f"takeover-{uuid.uuid4().hex[:6]}"
+        data_dir.mkdir(parents=True)
+        env = {"RUNYARD_DATABASE_URL": url, "RUNYARD_LEASE_SECONDS": f"{lease:g}",
+               "RUNYARD_POLL_INTERVAL_SECONDS": f"{poll:g}"}
+        a, base_a = runyard_peer.start(data_dir, name="replica-a", slots=runs,
+                                       extra_env={**env, "RUNYARD_REPLICA_ID": "a"})
+        b: Any = None
+        ids: list[str] = []
+        try:
+            for _ in range(runs):
+                status, body = http("POST", base_a + "/v1/jobs", {"experiment": "takeover", "source": "bench",
+                                                                   "script": "idle.py"})
+                if status != 201:
+                    raise RuntimeError(f"submit failed: {status} {body}")
+                ids.append(body["id"])
+            _until(lambda: all(http("GET", f"{base_a}/v1/jobs/{j}")[1]["status"] == "running" for j in ids))
+            b, base_b = runyard_peer.start(data_dir, name="replica-b", slots=runs,
+                                           extra_env={**env, "RUNYARD_REPLICA_ID": "b"})
+            engine = create_engine(url, poolclass=pool.NullPool)
+            killed = time.time()
+            os.kill(a.pid, signal.SIGKILL)
+            taken: dict[str, float] = {}
+            while len(taken) < runs and time.time() - killed < lease * 3 + 30:
+                with engine.connect() as conn:
+                    for job_id, owner in conn.execute(select(Job.id, Job.owner).where(col(Job.id).in_(ids))):
+                        if owner == "b" and str(job_id) not in taken:
+                            taken[str(job_id)] = time.time() - killed
+                time.sleep(0.02)
+            engine.dispose()
+            if len(taken) < runs:
+                raise RuntimeError(f"only {len(taken)} of {runs} jobs taken over")
+            for job_id in ids:
+                http("POST", f"{base_b}/v1/jobs/{job_id}/cancel")
+            _until(lambda: all(http("GET", f"{base_b}/v1/jobs/{j}")[1]["status"] == "canceled" for j in ids))
+        finally:
+            for server in (a, b):
+                if server is not None:
+                    server.stop()
+            runyard_peer.kill_leftover_runs(data_dir)
+    return {"first_s": min(taken.values()), "last_s": max(taken.values())}
+
+
+def _until(done: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.2)
+
+
+def takeovers(admin_url: str, repeats: int, work: Path) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for lease, poll in ((3.0, 0.5), (10.0, 2.0)):
+        samples = [takeover_once(admin_url, lease=lease, poll=poll, runs=3, work=work) for _ in range(repeats)]
+        for s in samples:
+            say(f"takeover: lease {lease:g} s, poll {poll:g} s: first {s['first_s']:.2f} s, last {s['last_s']:.2f} s")
+        found[f"lease {lease:g} s, poll {poll:g} s"] = {
+            "first": _spread([s["first_s"] for s in samples]), "last": _spread([s["last_s"] for s in samples])}
+    print_table("Takeover after SIGKILL (seconds until the other replica holds each of 3 running jobs)",
+                ["setting", "first min", "first median", "last median", "last max"],
+                [[k, f"{v['first']['min']:.2f}", f"{v['first']['median']:.2f}", f"{v['last']['median']:.2f}",
+                  f"{v['last']['max']:.2f}"] for k, v in found.items()])
+    return found
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
 
@@ -272,13 +345,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration per measurement")
     parser.add_argument("--http-jobs", type=int, default=10_000, help="stored jobs for the HTTP ratios")
-    parser.add_argument("--only", choices=("claims", "http"))
+    parser.add_argument("--only", choices=("claims", "http", "takeover"))
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="replicas-", dir=WORK_DIR if WORK_DIR.exists() else None))
     results: dict[str, Any] = {}
     try:
         if args.only in (None, "claims"):
             results["claims"] = claims(args.admin_url, args.jobs, args.repeats, work)
+        if args.only in (None, "takeover"):
+            results["takeover"] = takeovers(args.admin_url, args.repeats, work)
         if args.only in (None, "http"):
             results["http"] = http_ratios(args.admin_url, jobs_count=args.http_jobs, seconds=args.seconds,
                                           repeats=args.repeats, work=work)
