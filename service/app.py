@@ -51,8 +51,9 @@ V1_ROUTERS = (
 
 def default_backends(settings: Settings) -> list[Backend]:
     """The local target, always; the Azure ML clusters when a workspace is configured."""
+    prestart = settings.data_dir / "prestart" if settings.local_prestart else None
     found: list[Backend] = [LocalBackend(max_concurrent=settings.local_max_concurrent, models_dir=settings.models_dir,
-                                         env_passthrough=settings.job_env_passthrough)]
+                                         env_passthrough=settings.job_env_passthrough, prestart_dir=prestart)]
     if not settings.azureml_configured:
         return found
     # Imported only here: without a workspace the service never loads an Azure ML SDK, and each

@@ -29,6 +29,7 @@ from service.backends.base import (
     SubmitRequest,
 )
 from service.backends.local_metrics import read_batch
+from service.backends.local_template import Template, TemplateUnavailable
 from service.core.checksums import tree_sha256
 from service.core.clock import utcnow
 from service.core.errors import BackendError
@@ -62,15 +63,34 @@ class LocalBackend:
         python: str = sys.executable,
         on_exit: Callable[[], None] | None = None,
         env_passthrough: Sequence[str] = (),
+        prestart_dir: Path | None = None,
     ) -> None:
         self.max_concurrent = max_concurrent
         self.models_dir = models_dir
         self.python = python
         self.env_passthrough = tuple(env_passthrough)
         self._on_exit = on_exit
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        # Run id -> its runner (a child of this process, or the pid of one forked by the template).
+        self._children: dict[str, subprocess.Popen[bytes] | int] = {}
+        self._forked: dict[int, str] = {}  # runner pid -> run id, for the template's exit reports
+        # With a folder for it, runs start as forks of a prestarted interpreter (local_prestart.py).
+        self.template = None if prestart_dir is None else Template(
+            python, self._base_env(home=prestart_dir), prestart_dir, self._forked_exit)
         self._listed: dict[str, float] = {}  # run id -> when its files were last listed (monotonic)
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the prestarted interpreter now, so the first run does not wait for its imports."""
+        if self.template is not None:
+            try:
+                self.template.start()
+            except OSError as exc:
+                log.warning("could not start the prestarted interpreter; runs start plainly: %s", exc)
+
+    def stop(self) -> None:
+        """Stop the prestarted interpreter (the runs it started go on, in their own sessions)."""
+        if self.template is not None:
+            self.template.stop()
 
     def set_exit_listener(self, on_exit: Callable[[], None]) -> None:
         """Called (from a thread) whenever a run started by this process ends."""
@@ -104,6 +124,17 @@ class LocalBackend:
             str(script),
             *(_argv(arg) for arg in request.arguments),
         ]
+        if self.template is not None:
+            try:
+                pid = self.template.run(state_dir=rundir.state, log_path=rundir.log, cwd=rundir.root, env=env,
+                                        command=command[command.index("--") + 1 :])
+            except (TemplateUnavailable, OSError) as exc:
+                log.warning("run %s starts plainly: %s", run_id, exc)
+            else:
+                with self._lock:
+                    self._children[run_id] = pid
+                    self._forked[pid] = run_id
+                return run_id
         try:
             child = subprocess.Popen(  # noqa: S603 - argv list, never a shell
                 command,
@@ -123,25 +154,36 @@ class LocalBackend:
 
     def run_env(self, rundir: RunDir, *, job_id: str, run_id: str) -> dict[str, str]:
         """The whole environment of a run: an allow-list of the service's, and the run's own."""
-        names = (*INHERITED_ENV, *BLAS_THREADS, *self.env_passthrough)
-        env = {name: os.environ[name] for name in names if name in os.environ}
-        env.setdefault("PATH", os.defpath)
         home = rundir.state / "home"  # caches land in the run's state, not the service user's home
         home.mkdir(parents=True, exist_ok=True)
-        env |= {
-            "HOME": str(home),
-            "PYTHONUNBUFFERED": "1",
+        return self._base_env(home=home) | {
             "RUNYARD_METRICS_FILE": str(rundir.metrics),
             "RUNYARD_RUN_DIR": str(rundir.root),
             "RUNYARD_JOB_ID": job_id,
             "RUNYARD_RUN_ID": run_id,
         }
+
+    def _base_env(self, *, home: Path) -> dict[str, str]:
+        """What every run's environment has (the prestarted interpreter imports under it too)."""
+        names = (*INHERITED_ENV, *BLAS_THREADS, *self.env_passthrough)
+        env = {name: os.environ[name] for name in names if name in os.environ}
+        env.setdefault("PATH", os.defpath)
+        env |= {"HOME": str(home), "PYTHONUNBUFFERED": "1"}
         # N runs each starting one BLAS thread per core oversubscribe the CPU (3x the CPU time
         # for the same fit, measured): give each run its share unless the operator chose already.
         share = str(max(1, (os.cpu_count() or 1) // self.max_concurrent))
         for variable in BLAS_THREADS:
             env.setdefault(variable, share)
         return env
+
+    def _forked_exit(self, pid: int) -> None:
+        """The template reports that a runner it forked ended."""
+        with self._lock:
+            run_id = self._forked.pop(pid, None)
+            if run_id is not None:
+                self._children.pop(run_id, None)
+        if run_id is not None and self._on_exit is not None:
+            self._on_exit()
 
     def _reap(self, run_id: str, child: subprocess.Popen[bytes]) -> None:
         child.wait()

@@ -7,14 +7,17 @@ service re-attaches after a restart by reading the files this writes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 
 def write_json(path: Path, data: dict[str, object]) -> None:
@@ -56,7 +59,70 @@ def record_exit(state_dir: Path, data: dict[str, object]) -> None:
         write_reserved(state_dir / "exit.reserved", state_dir / "exit.json", data)
 
 
-def main(argv: list[str] | None = None) -> int:
+class Child(Protocol):
+    """The script's process: a `subprocess.Popen`, or a `ForkedScript`."""
+
+    pid: int
+
+    def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+def popen_script(command: list[str], log: BinaryIO) -> Child:
+    """`python script.py ...` as a new interpreter (the plain start)."""
+    return subprocess.Popen(  # noqa: S603 - argv list, no shell
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_default_signals,
+    )
+
+
+class ForkedScript:
+    """The script run in a fork of this (prestarted) interpreter: see local_prestart."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._code: int | None = None
+
+    def wait(self) -> int:
+        if self._code is None:
+            _pid, status = os.waitpid(self.pid, 0)
+            self._code = os.waitstatus_to_exitcode(status)
+        return self._code
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def fork_script(command: list[str], log: BinaryIO) -> Child:
+    """Fork; the child runs the script in this interpreter, output to `log`, and never returns."""
+    pid = os.fork()
+    if pid:
+        return ForkedScript(pid)
+    code = 1
+    try:
+        _default_signals()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a new interpreter installs it
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        from service.backends.local_prestart import close_inherited, run_script
+
+        # The run's lock above all: held by the script too, a killed runner would still look alive.
+        close_inherited()
+
+        code = run_script(command)
+    finally:
+        os._exit(code)
+
+
+def main(argv: list[str] | None = None, launch: Callable[[list[str], BinaryIO], Child] = popen_script) -> int:
     parser = argparse.ArgumentParser(prog="runyard-local-runner")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
@@ -76,13 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     # The exit code must outlive a script that fills the disk: its record's space is taken first.
     reserve(args.state_dir / "exit.reserved")
     with open(args.log, "ab") as log:
-        child = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_default_signals,
-        )
+        child = launch(command, log)
         try:
             write_json(
                 args.state_dir / "runner.json",
@@ -104,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
+def _stop(child: Child) -> None:
     """Kill the script and whatever it started in our process group (the runner ignores TERM)."""
     os.killpg(os.getpgid(0), signal.SIGTERM)
     child.kill()

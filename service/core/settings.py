@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".runyard")
     database_url: str | None = None
     local_max_concurrent: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # Local runs start as forks of a prestarted interpreter that has imported numpy and scikit-learn
+    # (backends/local_prestart.py); off: each run starts a new interpreter.
+    local_prestart: bool = True
     poll_interval_seconds: float = Field(default=2.0, gt=0)
     # Replicas on one database: each names itself; a job's submit and polling belong to one
     # replica for `lease_seconds`, renewed while it lives, taken over by another when it lapses.
