@@ -47,6 +47,8 @@ JOB = {"experiment": "bench-throughput", "source": "trainer", "script": "train.p
 class Config:
     jobs: int = 200
     quick: bool = False
+    # False: RUNYARD_LOCAL_PRESTART=false, every run a new interpreter (the start before issue 17)
+    prestart: bool = True
 
 
 @dataclass
@@ -112,7 +114,8 @@ def run(cfg: Config) -> dict[str, Any]:
     data_dir = work / "data"
     modules_file = work / "modules.json"
     server, base = runyard_peer.start(data_dir, name="runyard-throughput", launcher="bench.serve_runyard",
-                                      slots=SLOTS, extra_env={"RUNYARD_BENCH_MODULES_FILE": str(modules_file)})
+                                      slots=SLOTS, extra_env={"RUNYARD_BENCH_MODULES_FILE": str(modules_file),
+                                                              "RUNYARD_LOCAL_PRESTART": str(cfg.prestart).lower()})
     tracks: dict[str, Track] = {}
     try:
         cpu_before = server.cpu_seconds()
@@ -169,7 +172,8 @@ def report(cfg: Config, machine: dict[str, Any], tracks: list[Track], submit_sec
         return [label, f"{percentile(values, 50) * 1000:.0f}", f"{percentile(values, 99) * 1000:.0f}",
                 f"{s.min * 1000:.0f}", f"{s.max * 1000:.0f}", str(s.n)]
 
-    print_table(f"Local target: {cfg.jobs} digits jobs, {SLOTS} slots — overhead per job (ms)",
+    start_mode = "prestarted interpreter (forks)" if cfg.prestart else "a new interpreter per run"
+    print_table(f"Local target: {cfg.jobs} digits jobs, {SLOTS} slots, {start_mode} — overhead per job (ms)",
                 ["overhead", "p50", "p99", "min", "max", "n"],
                 [row("start: process started - max(created, slot freed by an exit)", start_overhead),
                  row("  of which dispatch: started - max(created, previous completed visible)", dispatch),
@@ -202,7 +206,8 @@ def report(cfg: Config, machine: dict[str, Any], tracks: list[Track], submit_sec
     ]
     print_targets("Local target targets", targets)
     results = {
-        "jobs": cfg.jobs, "slots": SLOTS, "submit_seconds": submit_seconds, "jobs_per_minute": per_minute,
+        "jobs": cfg.jobs, "slots": SLOTS, "prestart": cfg.prestart, "submit_seconds": submit_seconds,
+        "jobs_per_minute": per_minute,
         "ideal_jobs_per_minute": ideal, "service_cpu_seconds": service_cpu,
         "overhead_seconds": {
             "start": _summary(start_overhead), "dispatch": _summary(dispatch), "finish": _summary(finish),
@@ -210,7 +215,8 @@ def report(cfg: Config, machine: dict[str, Any], tracks: list[Track], submit_sec
         "trainer_run_seconds": _summary(runtimes), "failed_jobs": failed, "loaded_modules": modules,
         "watch_interval_seconds": WATCH_INTERVAL,
     }
-    write_results("local_throughput", config=asdict(cfg), results=results, targets=targets, machine=machine)
+    write_results("local_throughput" if cfg.prestart else "local_throughput_plain", config=asdict(cfg),
+                  results=results, targets=targets, machine=machine)
     return results
 
 
@@ -223,9 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.local_throughput", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="40 jobs instead of 200")
     parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--plain", action="store_true",
+                        help="RUNYARD_LOCAL_PRESTART=false: a new interpreter per run (-> local_throughput_plain)")
     args = parser.parse_args(argv)
     jobs = args.jobs or (40 if args.quick else 200)
-    run(Config(jobs=jobs, quick=args.quick))
+    run(Config(jobs=jobs, quick=args.quick, prestart=not args.plain))
 
 
 if __name__ == "__main__":
