@@ -1,8 +1,8 @@
 """The service's side of the prestarted interpreter (local_prestart.py): start it, ask it for runs.
 
-One template process per local backend, started lazily and started again if it dies; when it
-cannot start a run (dead, broken pipe, not ready in time) the backend uses the plain start, so a
-run never waits on it for long.
+One template process per local backend, started with the service and started again if it dies;
+when it cannot start a run (still importing, dead, a broken pipe, no answer) the backend uses the
+plain start, so a run never waits for it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import IO, Any
 
 log = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("local_prestart.py")
-READY_SECONDS = 30.0  # importing numpy and scikit-learn on a loaded machine
 ANSWER_SECONDS = 10.0
 
 
@@ -80,8 +79,9 @@ class Template:
         with self._lock:
             self._spawn()
             proc = self._proc
-            if proc is None or not self._ready.wait(READY_SECONDS) or proc.poll() is not None or proc.stdin is None:
-                raise TemplateUnavailable("the prestarted interpreter is not ready")
+            # Still importing (a second or more after a start): this run starts plainly rather than wait.
+            if proc is None or not self._ready.is_set() or proc.poll() is not None or proc.stdin is None:
+                raise TemplateUnavailable("the prestarted interpreter is not ready yet")
             request = {"state_dir": str(state_dir), "log": str(log_path), "cwd": str(cwd), "env": dict(env),
                        "command": command}
             try:
@@ -97,6 +97,11 @@ class Template:
         if "pid" not in answer:
             raise TemplateUnavailable(str(answer.get("error", "no pid")))
         return int(answer["pid"])
+
+    @property
+    def ready(self) -> bool:
+        """True once it has imported its modules and waits for runs."""
+        return self._ready.is_set() and self.pid is not None
 
     @property
     def pid(self) -> int | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +28,15 @@ def backend(tmp_path: Path, *, prestart: bool) -> LocalBackend:
     found = LocalBackend(max_concurrent=2, models_dir=tmp_path / "models",
                          prestart_dir=tmp_path / "prestart" if prestart else None)
     found.start()
+    if prestart:
+        wait_ready(found)
     return found
 
 
 @pytest.fixture
 def prestarted(tmp_path: Path) -> Iterator[LocalBackend]:
     found = backend(tmp_path, prestart=True)
+    wait_ready(found)
     yield found
     found.stop()
 
@@ -62,6 +66,14 @@ def wait_running(ref: RunRef) -> dict[str, Any]:
         assert time.monotonic() < deadline, "the runner never started"
         time.sleep(0.02)
     return dict(json.loads(runner.read_text()))
+
+
+def wait_ready(local: LocalBackend) -> None:
+    assert local.template is not None
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not local.template.ready:
+        assert time.monotonic() < deadline, "the prestarted interpreter never became ready"
+        time.sleep(0.05)
 
 
 def started_as(ref: RunRef) -> dict[str, Any]:
@@ -131,12 +143,17 @@ def test_a_prestarted_run_is_canceled_with_its_whole_group(tmp_path: Path, prest
         time.sleep(0.05)
 
 
-def test_a_run_asked_for_while_the_template_still_imports_waits_for_it(tmp_path: Path) -> None:
+def test_a_run_asked_for_while_the_template_still_imports_starts_plainly_at_once(tmp_path: Path) -> None:
     local = LocalBackend(max_concurrent=2, models_dir=tmp_path / "models", prestart_dir=tmp_path / "prestart")
-    try:  # not started: the first submit starts the template and waits for its imports
+    try:  # not started: the first submit starts the template, and does not wait for its imports
         ref = start(local, tmp_path, "JOB1", "startinfo.py")
         assert local.template is not None
-        assert local.template.pid is not None  # it ran as a fork of the template
+        assert local.template.pid is not None
+        assert isinstance(local._children.get(ref.run_id), subprocess.Popen)  # a runner of its own
+        assert wait_end(local, ref).status is JobStatus.COMPLETED
+        wait_ready(local)
+        ref = start(local, tmp_path, "JOB2", "startinfo.py")
+        assert isinstance(local._children.get(ref.run_id), int)  # forked by the template, now ready
         assert wait_end(local, ref).status is JobStatus.COMPLETED
     finally:
         local.stop()
@@ -153,9 +170,13 @@ def test_a_template_that_died_is_started_again_for_the_next_run(tmp_path: Path, 
     while prestarted.template.pid is not None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    ref = start(prestarted, tmp_path, "JOB2", "startinfo.py")
+    ref = start(prestarted, tmp_path, "JOB2", "startinfo.py")  # plainly, while the new one imports
     assert wait_end(prestarted, ref).status is JobStatus.COMPLETED
     assert prestarted.template.pid not in (None, first)
+    wait_ready(prestarted)
+    ref = start(prestarted, tmp_path, "JOB3", "startinfo.py")
+    assert isinstance(prestarted._children.get(ref.run_id), int)
+    assert wait_end(prestarted, ref).status is JobStatus.COMPLETED
 
 
 def test_runs_outlive_the_service_and_its_template_and_are_found_again(tmp_path: Path) -> None:
