@@ -12,7 +12,7 @@ V2_TESTS := tests/unit/test_azureml_v2_contract.py tests/integration/test_azure_
 HOST ?= $(or $(RUNYARD_HOST),127.0.0.1)
 PORT ?= $(or $(RUNYARD_PORT),8000)
 
-.PHONY: install install-v2 serve test lint imports typecheck unit bench clean
+.PHONY: install install-v2 serve test lint imports typecheck unit bench bench-issue17 bench-issue17-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ test: install install-v2 lint imports typecheck  ## install and run every test
 
 bench: install
 	$(BIN)/python -m bench
+
+bench-issue17: install  ## every row of issue 17 side by side, written to docs/performance.md (~20 min)
+	$(BIN)/python -m bench.issue17
+
+bench-issue17-quick: install  ## the same, shorter runs (~12 min)
+	$(BIN)/python -m bench.issue17 --quick
 
 clean:
 	rm -rf $(VENV) $(V2_VENV) .runyard

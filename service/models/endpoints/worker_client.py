@@ -95,9 +95,12 @@ class Worker:
         stdin = self.process.stdin
         assert stdin is not None
         try:
+            # asyncio.timeout, not wait_for: wait_for wraps the read in a task of its own, one more
+            # task and loop pass on every score.
             stdin.write(protocol.encode(header, payload))
             await stdin.drain()
-            reply = await asyncio.wait_for(_read(self.process), timeout)
+            async with asyncio.timeout(timeout):
+                reply = await _read(self.process)
         except TimeoutError:
             await _kill(self.process)
             raise WorkerFailed(f"the model did not answer within {timeout:g}s; its worker was stopped") from None
