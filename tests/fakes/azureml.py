@@ -317,9 +317,25 @@ class FakeAzure:
     def list_runs(self, experiment: Experiment) -> Iterator[rest_models.RunDto]:
         """`azureml_sdk.list_run_records`: the same `runs:query` pages as `Experiment.get_runs`
         (counted, failed and hung under that name), as the SDK's own `RunDto`s, no `Run` each."""
-        runs = experiment.get_runs()
-        return (rest_models.RunDto(run_id=run.id, status=run.status, experiment_id=experiment.name,
-                                   tags=run.tags) for run in runs)
+        call = "Experiment.get_runs"
+        try:
+            self.enter(call)
+            now = self.clock()
+            records = sorted((r for r in self.runs.values() if r.experiment == experiment.name),
+                             key=lambda r: r.number, reverse=True)
+            self.leave(call)
+        finally:
+            with self._lock:
+                self.finished[call] += 1
+
+        def pages() -> Iterator[rest_models.RunDto]:
+            for index, record in enumerate(records):
+                if index and index % PAGE_SIZE == 0:
+                    self.calls[f"{call}:next_page"] += 1
+                yield rest_models.RunDto(run_id=record.run_id, status=record.status(now),
+                                         experiment_id=experiment.name)
+
+        return pages()
 
     def run_of_listed(self, experiment: Experiment, record: rest_models.RunDto) -> Run:
         """`azureml_sdk.run_of_record`: a handle on a listed run, no request (status as listed)."""
