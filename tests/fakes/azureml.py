@@ -257,12 +257,72 @@ class _Fault:
     after: bool
 
 
-class FakeAzure:
+class FaultSwitches:
+    """Call counts and injected faults of a stubbed workspace (the v1 and the v2 fakes have the same).
+
+    Every faked SDK call does `enter(name)` before acting and `leave(name)` after: a test makes
+    calls fail (before or after they act), hang until `release()`, or fail authentication.
+    """
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.auth_error: BaseException | None = None
+        self._faults: dict[str, list[_Fault]] = {}
+        self._hangs: set[str] = set()
+        self._hang_once: Counter[str] = Counter()
+        self._released = threading.Event()
+        self._lock = threading.RLock()
+
+    def fail(self, call: str, error: BaseException, *, times: int = 1, after: bool = False) -> None:
+        """Make the next `times` calls of `call` raise `error`; `after`: once the call has acted."""
+        self._faults.setdefault(call, []).extend(_Fault(error, after) for _ in range(times))
+
+    def hang(self, call: str) -> None:
+        """Make calls of `call` block until `release()`."""
+        self._hangs.add(call)
+
+    def hang_next(self, call: str) -> None:
+        """Make only the next call of `call` block until `release()`; it then completes."""
+        self._hang_once[call] += 1
+
+    def release(self) -> None:
+        self._hangs.clear()
+        self._released.set()
+
+    def reset_calls(self) -> None:
+        self.calls.clear()
+
+    def enter(self, call: str) -> None:
+        with self._lock:
+            self.calls[call] += 1
+            once = self._hang_once[call] > 0
+            if once:
+                self._hang_once[call] -= 1
+        if once or call in self._hangs:
+            self._released.wait(timeout=30)
+        if self.auth_error is not None:
+            raise self.auth_error
+        self._raise(call, after=False)
+
+    def leave(self, call: str) -> None:
+        self._raise(call, after=True)
+
+    def _raise(self, call: str, *, after: bool) -> None:
+        with self._lock:
+            pending = self._faults.get(call, [])
+            fault = next((f for f in pending if f.after == after), None)
+            if fault is not None:
+                pending.remove(fault)
+        if fault is not None:
+            raise fault.error
+
+
+class FakeAzure(FaultSwitches):
     """The stub service behind the fake SDK classes: runs, compute, assets, faults, call counts."""
 
     def __init__(self, clock: FakeClock | None = None) -> None:
+        super().__init__()
         self.clock = clock or FakeClock()
-        self.calls: Counter[str] = Counter()
         self.runs: dict[str, RunRecord] = {}
         self.submissions: list[Submission] = []
         self.experiments: set[str] = set()
@@ -278,16 +338,10 @@ class FakeAzure:
         self.dataset_runtime_installed = True
         self.auths: list[Any] = []
         self.script_for: Callable[[ScriptRunConfig], RunScript] = default_script
-        self.auth_error: BaseException | None = None
         self.submit_loses_tags = 0  # the next submits die between creating the run and tagging it
         self.leaky_run_handles = 0  # Run(...) built without clean_up=False (facts §6.7)
         self.handles_of_listed = 0  # Run handles built from listed records (run_of_listed)
-        self._faults: dict[str, list[_Fault]] = {}
-        self._hangs: set[str] = set()
-        self._hang_once: Counter[str] = Counter()
         self.finished: Counter[str] = Counter()  # calls that returned or raised (a hung one counts once done)
-        self._released = threading.Event()
-        self._lock = threading.RLock()
         self._outside_config: ScriptRunConfig | None = None
         self.Workspace = _bind(Workspace, self)
         self.Experiment = _bind(Experiment, self)
@@ -356,22 +410,6 @@ class FakeAzure:
 
     # -- test controls -------------------------------------------------------------
 
-    def fail(self, call: str, error: BaseException, *, times: int = 1, after: bool = False) -> None:
-        """Make the next `times` calls of `call` raise `error`; `after`: once the call has acted."""
-        self._faults.setdefault(call, []).extend(_Fault(error, after) for _ in range(times))
-
-    def hang(self, call: str) -> None:
-        """Make calls of `call` block until `release()`."""
-        self._hangs.add(call)
-
-    def hang_next(self, call: str) -> None:
-        """Make only the next call of `call` block until `release()`; it then completes."""
-        self._hang_once[call] += 1
-
-    def release(self) -> None:
-        self._hangs.clear()
-        self._released.set()
-
     def wait_finished(self, call: str, count: int, timeout: float = 10.0) -> None:
         """Block until `count` calls of `call` have ended (a released call finishes in its thread)."""
         deadline = time.monotonic() + timeout
@@ -404,39 +442,12 @@ class FakeAzure:
     def runs_tagged(self, key: str, value: str) -> list[RunRecord]:
         return [r for r in self.runs.values() if r.tags.get(key) == value]
 
-    def reset_calls(self) -> None:
-        self.calls.clear()
-
     def shared(self) -> contextlib.AbstractContextManager[None]:
         """Around each SDK call: nothing here; one workspace shared by processes syncs its state
         (tests/fakes/azureml_shared.py)."""
         return contextlib.nullcontext()
 
     # -- what the fake classes use -------------------------------------------------
-
-    def enter(self, call: str) -> None:
-        with self._lock:
-            self.calls[call] += 1
-            once = self._hang_once[call] > 0
-            if once:
-                self._hang_once[call] -= 1
-        if once or call in self._hangs:
-            self._released.wait(timeout=30)
-        if self.auth_error is not None:
-            raise self.auth_error
-        self._raise(call, after=False)
-
-    def leave(self, call: str) -> None:
-        self._raise(call, after=True)
-
-    def _raise(self, call: str, *, after: bool) -> None:
-        with self._lock:
-            pending = self._faults.get(call, [])
-            fault = next((f for f in pending if f.after == after), None)
-            if fault is not None:
-                pending.remove(fault)
-        if fault is not None:
-            raise fault.error
 
     def _new_run(self, experiment: str, run_id: str | None, tags: dict[str, str], config: ScriptRunConfig) -> RunRecord:
         now = self.clock()

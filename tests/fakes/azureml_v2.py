@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import threading
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +51,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from service.backends.azureml_v2_sdk import V2Sdk
-from tests.fakes.azureml import EPOCH, LOG_FILE, PROVISION_SECONDS, TERMINAL, FakeClock, RunScript, Timeline
+from tests.fakes.azureml import (
+    EPOCH,
+    LOG_FILE,
+    PROVISION_SECONDS,
+    TERMINAL,
+    FakeClock,
+    FaultSwitches,
+    RunScript,
+    Timeline,
+)
 from tests.fakes.azureml import tutorial_script as tutorial_script
 
 PAGE_SIZE = 100  # jobs per page of a workspace job listing
@@ -113,12 +120,12 @@ class JobRecord(Timeline):
         return job
 
 
-class FakeAzureV2:
+class FakeAzureV2(FaultSwitches):
     """The stub workspace behind the fake clients: jobs, compute, assets, faults, call counts."""
 
     def __init__(self, clock: FakeClock | None = None) -> None:
+        super().__init__()
         self.clock = clock or FakeClock()
-        self.calls: Counter[str] = Counter()
         self.jobs: dict[str, JobRecord] = {}
         self.created: list[Command] = []
         self.computes: dict[str, dict[str, Any]] = {}
@@ -127,11 +134,6 @@ class FakeAzureV2:
         self.models: list[Model] = []
         self.credentials: list[Any] = []
         self.script_for: Callable[[Command], RunScript] = default_script
-        self.auth_error: BaseException | None = None
-        self._faults: dict[str, list[tuple[BaseException, bool]]] = {}
-        self._hangs: set[str] = set()
-        self._released = threading.Event()
-        self._lock = threading.RLock()
         self.MLClient = type("MLClient", (MLClient,), {"_azure": self, "__module__": MLClient.__module__})
         self.MlflowClient = type("MlflowClient", (MlflowClient,), {"_azure": self,
                                                                    "__module__": MlflowClient.__module__})
@@ -145,17 +147,6 @@ class FakeAzureV2:
 
     # -- test controls -------------------------------------------------------------
 
-    def fail(self, call: str, error: BaseException, *, times: int = 1, after: bool = False) -> None:
-        """The next `times` calls of `call` raise `error`; `after`: once the call has acted."""
-        self._faults.setdefault(call, []).extend((error, after) for _ in range(times))
-
-    def hang(self, call: str) -> None:
-        self._hangs.add(call)
-
-    def release(self) -> None:
-        self._hangs.clear()
-        self._released.set()
-
     def add_compute(self, name: str, *, state: str = "Succeeded") -> None:
         self.computes[name] = {"state": state, "created_at": self.clock(), "cluster": None}
 
@@ -168,30 +159,7 @@ class FakeAzureV2:
             self.jobs[name] = record
         return record
 
-    def reset_calls(self) -> None:
-        self.calls.clear()
-
     # -- what the fakes use --------------------------------------------------------
-
-    def enter(self, call: str) -> None:
-        self.calls[call] += 1
-        if call in self._hangs:
-            self._released.wait(timeout=30)
-        if self.auth_error is not None:
-            raise self.auth_error
-        self._raise(call, after=False)
-
-    def leave(self, call: str) -> None:
-        self._raise(call, after=True)
-
-    def _raise(self, call: str, *, after: bool) -> None:
-        with self._lock:
-            pending = self._faults.get(call, [])
-            fault = next((f for f in pending if f[1] == after), None)
-            if fault is not None:
-                pending.remove(fault)
-        if fault is not None:
-            raise fault[0]
 
     def record(self, name: str) -> JobRecord:
         found = self.jobs.get(name)
