@@ -29,6 +29,8 @@ def backend(tmp_path: Path, *, prestart: bool) -> LocalBackend:
                          prestart_dir=tmp_path / "prestart" if prestart else None)
     found.start()
     if prestart:
+        assert found.template is not None
+        found.template.start()  # as the first run would
         wait_ready(found)
     return found
 
