@@ -126,6 +126,10 @@ def _record(runtime: Runtime, reserved: ModelVersion, stored: RegisteredModel) -
     """Store where the backend put the model; the version is the backend's when it numbers them."""
     try:
         with runtime.uow() as tx:
+            if stored.version is not None:
+                # The name's turn before any row is written (the autoflush of a changed row first
+                # would hold that row while waiting for the turn: a deadlock with `_make_room`'s mover).
+                serialize(tx.session, f"model-version:{reserved.name}")
             model = tx.session.get(ModelVersion, reserved.id)
             if model is None:
                 raise NotFound(f"the reservation of model {reserved.name!r} version {reserved.version} is gone")
@@ -149,8 +153,8 @@ def _make_room(session: Session, model: ModelVersion, version: int) -> None:
     they reach it, not in the order runyard reserved them: the reservation that got another's
     number moves to a fresh placeholder, to be replaced by its own backend number in turn.
     A recorded version in the way is a real clash, left to the unique constraint (409).
+    The caller holds the name's turn (`serialize`).
     """
-    serialize(session, f"model-version:{model.name}")
     holder = session.exec(select(ModelVersion).where(
         ModelVersion.name == model.name, ModelVersion.version == version, col(ModelVersion.id) != model.id,
     )).first()
