@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 from sqlmodel import Session
 
 from service.core.settings import Settings
+from service.db.pagination import KeyShape
 from service.runtime import Runtime
 
 
@@ -37,8 +38,17 @@ SessionDep = Annotated[Session, Depends(get_session)]
 # No write-session dependency on purpose: a dependency's session closes only after the response,
 # holding SQLite's write lock meanwhile. Routes that write open `runtime.uow()` inline.
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-# A cursor is base64url without padding (db/pagination.encode_cursor); one that is not ours is a 422.
-Cursor = Annotated[str | None, Query(min_length=1, max_length=2048, pattern=r"^[A-Za-z0-9_-]+$",
-                                     description="next_cursor of the previous page, unchanged")]
+
+
+def _cursor(shape: KeyShape) -> Any:
+    """A list's `cursor` query: exactly the strings its key shape decodes (db/pagination.KeyShape)."""
+    return Query(min_length=shape.min_length, max_length=2048, pattern=shape.pattern,
+                 description="next_cursor of the previous page, unchanged")
+
+
+# Each list's cursor by the kind of its sort key: a name or id (text), a number, or a name and a version.
+Cursor = Annotated[str | None, _cursor(KeyShape.TEXT)]
+IntCursor = Annotated[str | None, _cursor(KeyShape.INT)]
+NameVersionCursor = Annotated[str | None, _cursor(KeyShape.TEXT_INT)]
 # Exactly what the registry reads: a version number (1 up, as registered) or `latest`.
 VersionRef = Annotated[str, Path(pattern=r"^([1-9][0-9]{0,8}|latest)$", description="a version number, or `latest`")]

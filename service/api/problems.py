@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from service.api.allow import allowed_methods
 from service.core.errors import BackendError, Overloaded, RunyardError
 from service.db.engine import storage_problem
 
@@ -88,9 +89,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}.get(exc.status_code, "Error")
-        # Starlette's 405 carries the route's `Allow` header (RFC 9110 requires it): keep it.
-        return problem(exc.status_code, title, str(exc.detail), request,
-                       headers=dict(exc.headers) if exc.headers else None)
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            # Starlette's `Allow` names one route's methods; RFC 9110 wants every one of the path's.
+            allow = allowed_methods(request, headers.get("Allow"))
+            if allow:
+                headers["Allow"] = allow
+        return problem(exc.status_code, title, str(exc.detail), request, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
+from service.api.deps import Cursor, Limit, NameVersionCursor, RuntimeDep, SessionDep
 from service.api.docs import ERRORS
 from service.catalog import service as catalog
 from service.catalog.schemas import (
@@ -60,7 +60,9 @@ def create_environment(spec: EnvironmentCreate, runtime: RuntimeDep) -> Environm
 
 
 @router.get("/environments", tags=["environments"], summary="List environment versions")
-def list_environments(session: SessionDep, limit: Limit = 100, cursor: Cursor = None) -> Page[EnvironmentPublic]:
+def list_environments(
+    session: SessionDep, limit: Limit = 100, cursor: NameVersionCursor = None
+) -> Page[EnvironmentPublic]:
     items, next_cursor = catalog.list_environments(session, limit=limit, cursor=cursor)
     return Page(
         items=[EnvironmentPublic.model_validate(e, from_attributes=True) for e in items], next_cursor=next_cursor
@@ -81,7 +83,7 @@ def create_dataset(spec: DatasetCreate, runtime: RuntimeDep) -> DatasetPublic:
 
 
 @router.get("/datasets", tags=["datasets"], summary="List dataset versions")
-def list_datasets(session: SessionDep, limit: Limit = 100, cursor: Cursor = None) -> Page[DatasetPublic]:
+def list_datasets(session: SessionDep, limit: Limit = 100, cursor: NameVersionCursor = None) -> Page[DatasetPublic]:
     items, next_cursor = catalog.list_datasets(session, limit=limit, cursor=cursor)
     return Page(items=[DatasetPublic.model_validate(d, from_attributes=True) for d in items], next_cursor=next_cursor)
 

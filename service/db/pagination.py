@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import base64
-import binascii
-import json
+import re
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from enum import Enum
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import tuple_
 from sqlmodel import Session
@@ -15,44 +15,75 @@ from service.core.errors import InvalidRequest
 
 T = TypeVar("T")
 MAX_LIMIT = 500
-# A key value must fit the database's 64-bit integers and encode as text: json.loads accepts
-# 2**63, "\ud800" and NUL, each of which would fail (500) only once bound into the query.
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-_MAX_TEXT = 1024
+INT_BYTES = 8
 
 
-def encode_cursor(values: Sequence[Any]) -> str:
-    """An opaque token for the position after a row with these key values."""
-    raw = json.dumps(list(values), separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+class KeyShape(Enum):
+    """The kinds of a list's sort key, which fix its cursors' form (and the pattern documenting it).
+
+    A cursor is the base64url (unpadded) of the key's integers, 8 bytes each, signed big-endian,
+    followed by its text part in UTF-8. Every string of the shape's pattern decodes to a position
+    (bad UTF-8 is replaced, text stops at a NUL, integers are 64-bit by construction), so a
+    cursor the document allows is never refused; one outside the pattern is a 422 by validation.
+    """
+
+    TEXT = ("text",)
+    INT = ("int",)
+    TEXT_INT = ("text", "int")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return cast(tuple[str, ...], self.value)
+
+    @property
+    def ints(self) -> int:
+        return self.kinds.count("int")
+
+    @property
+    def pattern(self) -> str:
+        if self is KeyShape.INT:
+            return r"^[A-Za-z0-9_-]{11}$"  # exactly 8 bytes
+        return r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"  # any whole number of bytes
+
+    @property
+    def min_length(self) -> int:
+        return 11 if self.ints else 2  # 8 bytes, or 1 byte of text
+
+    @classmethod
+    def of(cls, keys: Sequence[Any]) -> KeyShape:
+        """The shape of these key columns (their Python types, in order)."""
+        kinds = tuple("int" if _python_type(k) is int else "text" for k in keys)
+        return cls(kinds)
 
 
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
-    """The key values in `cursor`; a token that is not ours is a 422."""
+def _python_type(column: Any) -> type:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest("cursor is not valid; pass back a next_cursor unchanged") from exc
-    if not isinstance(values, list) or len(values) != arity or not all(_valid_key(v) for v in values):
+        return cast(type, column.type.python_type)
+    except NotImplementedError:  # pragma: no cover - every key column here is a String or an Integer
+        return str
+
+
+def encode_cursor(values: Sequence[Any], shape: KeyShape | None = None) -> str:
+    """An opaque token for the position after a row with these key values."""
+    shape = shape or KeyShape(tuple("int" if isinstance(v, int) else "text" for v in values))
+    pairs = list(zip(values, shape.kinds, strict=True))
+    ints = b"".join(int(v).to_bytes(INT_BYTES, "big", signed=True) for v, kind in pairs if kind == "int")
+    text = "".join(str(v) for v, kind in pairs if kind == "text").encode()
+    return base64.urlsafe_b64encode(ints + text).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, shape: KeyShape) -> list[Any]:
+    """The key values in `cursor`: any string of `shape.pattern` is one; others are a 422."""
+    if not re.fullmatch(shape.pattern, cursor) or len(cursor) < shape.min_length:
         raise InvalidRequest("cursor is not valid; pass back a next_cursor unchanged")
-    return values
-
-
-def _valid_key(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return _INT_MIN <= value <= _INT_MAX
-    if isinstance(value, str):
-        if len(value) > _MAX_TEXT or "\x00" in value:
-            return False
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate
-            return False
-        return True
-    return False
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    ints = iter(
+        int.from_bytes(raw[i : i + INT_BYTES], "big", signed=True) for i in range(0, shape.ints * INT_BYTES, INT_BYTES)
+    )
+    # Text that no key of ours can hold still names a position: the invalid bytes are replaced
+    # and a NUL (which neither database stores in text) ends it.
+    text = raw[shape.ints * INT_BYTES :].decode("utf-8", errors="replace").split("\x00", 1)[0]
+    return [next(ints) if kind == "int" else text for kind in shape.kinds]
 
 
 def keyset_page(
@@ -66,9 +97,10 @@ def keyset_page(
     descending: bool = False,
 ) -> tuple[list[Any], str | None]:
     """Rows of `stmt` (a select) after `cursor` ordered by `keys` (columns), and the next cursor."""
+    shape = KeyShape.of(keys)
     key = tuple_(*keys) if len(keys) > 1 else keys[0]
     if cursor is not None:
-        values = decode_cursor(cursor, len(keys))
+        values = decode_cursor(cursor, shape)
         bound = tuple_(*values) if len(values) > 1 else values[0]
         stmt = stmt.where(key < bound if descending else key > bound)
     order = [k.desc() if descending else k.asc() for k in keys]
@@ -76,4 +108,4 @@ def keyset_page(
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
-    return rows, encode_cursor(key_of(rows[-1]))
+    return rows, encode_cursor(key_of(rows[-1]), shape)

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 from service.core.errors import NotFound
 from service.core.rundir import RunDir, clean_relative
 from service.core.suggest import unknown
-from service.db.pagination import decode_cursor, encode_cursor, keyset_page
+from service.db.pagination import KeyShape, decode_cursor, encode_cursor, keyset_page
 from service.db.tables import Job, MetricPoint
 from service.jobs.schemas import FilePublic, LogChunk, MetricPointPublic
 
@@ -98,11 +98,11 @@ def list_files(job: Job, rundir: RunDir, *, limit: int, cursor: str | None) -> t
     """The run's files by path, with sizes where a local copy exists."""
     paths = sorted(job.files)
     if cursor is not None:
-        after = decode_cursor(cursor, 1)[0]
+        after = decode_cursor(cursor, KeyShape.TEXT)[0]
         paths = [p for p in paths if p > after]
     page = paths[:limit]
     items = [FilePublic(path=p, size=_size(rundir.root / p)) for p in page]
-    return items, encode_cursor([page[-1]]) if len(paths) > limit else None
+    return items, encode_cursor([page[-1]], KeyShape.TEXT) if len(paths) > limit else None
 
 
 def _size(path: Path) -> int | None:

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from sqlmodel import Session
 from sse_starlette import EventSourceResponse
 
-from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep
+from service.api.deps import Cursor, IntCursor, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS, RUN_ELSEWHERE
 from service.api.responses import json_response
 from service.core.clock import utcnow
@@ -118,7 +118,7 @@ def get_metrics(job_id: str, session: SessionDep) -> MetricsPublic:
     response_model=Page[MetricPointPublic], responses=ERRORS(404, 422),
 )
 async def get_metric_history(
-    job_id: str, name: str, runtime: RuntimeDep, limit: Limit = 500, cursor: Cursor = None
+    job_id: str, name: str, runtime: RuntimeDep, limit: Limit = 500, cursor: IntCursor = None
 ) -> Response:
     def read(session: Session) -> Response:
         jobs.require_job(session, job_id=job_id)

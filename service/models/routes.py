@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from service.api.deps import Cursor, Limit, RuntimeDep, SessionDep, VersionRef
+from service.api.deps import Cursor, IntCursor, Limit, RuntimeDep, SessionDep, VersionRef
 from service.api.docs import ERRORS
 from service.core.schemas import Page
 from service.db.tables import ModelVersion
@@ -41,7 +41,7 @@ def list_models(session: SessionDep, limit: Limit = 100, cursor: Cursor = None) 
 
 @router.get("/v1/models/{name}/versions", summary="List a model's versions", responses=ERRORS(404))
 def list_versions(
-    name: str, session: SessionDep, limit: Limit = 100, cursor: Cursor = None
+    name: str, session: SessionDep, limit: Limit = 100, cursor: IntCursor = None
 ) -> Page[ModelVersionPublic]:
     items, next_cursor = registry.list_versions(session, name=name, limit=limit, cursor=cursor)
     return Page(items=[_public(m) for m in items], next_cursor=next_cursor)

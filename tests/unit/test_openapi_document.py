@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.core.settings import Settings
+from service.db.pagination import KeyShape
 
 KEY = "doc-key-0123456789abcdef"
 BEARER = {"HTTPBearer": []}
@@ -74,10 +75,13 @@ def test_the_log_stream_documents_each_event_type_and_its_data(tmp_path: Path) -
 
 def test_an_undeclared_method_answers_405_with_allow(tmp_path: Path) -> None:
     client = TestClient(create_app(Settings(_env_file=None, data_dir=tmp_path)))  # type: ignore[call-arg]
-    for path, allowed in (("/healthz", "GET"), ("/v1/jobs/01ABC/cancel", "POST")):
-        answer = client.request("TRACE", path)
-        assert answer.status_code == 405
-        assert answer.headers["allow"] == allowed
+    for path, allowed in (("/healthz", "GET"), ("/v1/jobs/01ABC/cancel", "POST"),
+                          # GET and POST are two routes; the header names the path's methods, not one route's
+                          ("/v1/jobs", "GET, POST"), ("/v1/endpoints/e1", "GET, PATCH, DELETE")):
+        for method in ("TRACE", "OPTIONS"):
+            answer = client.request(method, path)
+            assert answer.status_code == 405, (method, path)
+            assert answer.headers["allow"] == allowed, (method, path)
 
 
 def test_a_model_version_is_a_number_from_1_or_latest_in_the_document_and_the_server(tmp_path: Path) -> None:
@@ -96,9 +100,16 @@ def test_a_dataset_body_takes_exactly_one_of_path_or_uri(tmp_path: Path) -> None
     assert [branch["required"] for branch in body["oneOf"]] == [["path"], ["uri"]]
 
 
-def test_a_cursor_is_documented_as_base64url(tmp_path: Path) -> None:
+def test_each_cursor_is_documented_with_its_lists_key_shape(tmp_path: Path) -> None:
+    shapes = {"/v1/jobs/{job_id}/metrics/{name}/history": KeyShape.INT, "/v1/models/{name}/versions": KeyShape.INT,
+              "/v1/datasets": KeyShape.TEXT_INT, "/v1/environments": KeyShape.TEXT_INT}
+    seen = 0
     for path, method, op in operations(document(tmp_path)):
         for param in op.get("parameters", []):
             if param["name"] == "cursor":
-                assert param["schema"]["anyOf"][0]["pattern"] == "^[A-Za-z0-9_-]+$", (method, path)
+                shape = shapes.get(path, KeyShape.TEXT)
+                schema = param["schema"]["anyOf"][0]
+                assert (schema["pattern"], schema["minLength"]) == (shape.pattern, shape.min_length), (method, path)
                 assert "422" in op["responses"], (method, path)
+                seen += 1
+    assert seen >= 10
