@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from service.api import docs_assets, health, openapi, problems, telemetry
 from service.api.auth import ApiKeys, LoopbackOnly, is_loopback, require_api_key
 from service.api.middleware import BodySizeLimit, RequestObservability
+from service.api.openapi import operation_id
 from service.api.ui import routes as dashboard
 from service.backends.base import Backend, BackgroundWork, ReportsExits
 from service.backends.local import LocalBackend
@@ -141,6 +142,8 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
         description=DESCRIPTION, lifespan=lifespan,
         # served by docs_assets from installed files (not a CDN), behind a key when asked to
         docs_url=None, redoc_url=None, openapi_url=None,
+        # operationId = the route function's name (`submit_job`): what generated clients call their methods
+        generate_unique_id_function=operation_id,
     )
     metrics = Metrics()
     problems.install(app)
@@ -157,7 +160,7 @@ def create_app(settings: Settings | None = None, *, backends: BackendFactory = d
     app.include_router(telemetry.router, dependencies=keyed if cfg.metrics_require_key else [])
     docs_assets.install(app, dependencies=keyed if cfg.docs_require_key else [])
     openapi.refine(app, keys_required=api_keys.enabled,
-                   keyed=("/v1/", "/metrics") if cfg.metrics_require_key else ("/v1/",))
+                   keyed=("/v1/", "/metrics") if cfg.metrics_require_key else ("/v1/",), settings=cfg)
     dashboard.install(app)  # /ui: pages for people; the key (if any) is asked once, then a session cookie
     app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_body_bytes)
     if not api_keys.enabled:

@@ -8,6 +8,7 @@ from service.api.schemas import Problem
 
 _TEXT = {
     401: "Missing or wrong API key",
+    403: "An argument or path names a server folder outside the dataset roots (RUNYARD_DATASET_ROOTS)",
     404: "The resource does not exist",
     409: "Conflicts with the resource's current state",
     413: "The request body is too large",

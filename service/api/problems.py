@@ -44,6 +44,11 @@ def _body_not_json(request: Request, exc: RequestValidationError) -> bool:
     return not is_json and any(list(e.get("loc", ()))[:1] == ["body"] for e in exc.errors())
 
 
+def _where(loc: list[Any]) -> str:
+    """`body.arguments.1`: the location without pydantic's labels of validator chains."""
+    return ".".join(str(part) for part in loc if not (isinstance(part, str) and "[" in part))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on `app`."""
 
@@ -80,8 +85,12 @@ def install(app: FastAPI) -> None:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
+        # A value that fits no member of a union (a job argument) gets one error per member; the
+        # ones saying "not a boolean", "not a number" only tell which member it was not, so the
+        # reason it was refused comes first.
+        errors.sort(key=lambda e: str(e["type"]).endswith("_type"))
         # The detail alone says what to fix: where and why, for the first few errors (all are in `errors`).
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:3])
+        reasons = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in errors[:3])
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         detail = f"the request does not match the schema: {reasons}{more}" if reasons else "the request is invalid"
         return problem(422, "Invalid request", detail, request, errors=errors)

@@ -74,7 +74,7 @@ def list_environments(
     status_code=status.HTTP_201_CREATED,
     tags=["datasets"],
     summary="Register a dataset version",
-    responses=ERRORS(422),
+    responses=ERRORS(403, 404, 422),
 )
 def create_dataset(spec: DatasetCreate, runtime: RuntimeDep) -> DatasetPublic:
     with runtime.uow() as tx:

@@ -21,7 +21,7 @@ class ExperimentPublic(BaseModel):
 
 class EnvironmentCreate(Strict):
     name: Name
-    python_version: Annotated[str, StringConstraints(pattern=r"^3\.\d{1,2}(\.\d{1,3})?$")] = "3.11"
+    python_version: Annotated[str, StringConstraints(pattern=r"^3\.[0-9]{1,2}(\.[0-9]{1,3})?$")] = "3.11"
     pip_packages: Annotated[
         list[Annotated[str, StringConstraints(min_length=1, max_length=255)]], Field(max_length=200)
     ] = Field(default_factory=list)
@@ -43,7 +43,9 @@ class DatasetCreate(Strict):
     """A new version of a file dataset: a server-side folder, or a URL for Azure targets."""
 
     name: Name
-    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    # An absolute server path (not relative to wherever the service was started); whether it is a
+    # folder inside the dataset roots depends on the server: 404 or 403 (catalog.create_dataset).
+    path: Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)] | None = None
     uri: (
         Annotated[str, StringConstraints(pattern=r"^(https?|wasbs?|abfss?|adl|azureml)://.+", max_length=4096)] | None
     ) = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from importlib import metadata
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from service.catalog import offline_data
 from service.catalog.schemas import DatasetCreate, EnvironmentCreate
 from service.core.clock import utcnow
-from service.core.errors import Conflict, InvalidRequest, NotFound
+from service.core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from service.core.settings import Settings
 from service.core.suggest import unknown
 from service.db.pagination import keyset_page
@@ -108,53 +108,58 @@ def list_environments(session: Session, *, limit: int, cursor: str | None) -> tu
 
 
 def create_dataset(session: Session, *, spec: DatasetCreate, settings: Settings) -> Dataset:
-    """Register a new version of a dataset from a server folder or a URL."""
-    if (spec.path is None) == (spec.uri is None):
+    """Register a new version of a dataset from a server folder or a URL.
+
+    The body's form is checked by its schema (an absolute path without `..`, or a URL); what
+    depends on this server is answered apart: a folder outside the dataset roots is refused (403),
+    one that does not exist (or is not a folder) is not found (404).
+    """
+    if (spec.path is None) == (spec.uri is None):  # the oneOf of the document, enforced here
         raise InvalidRequest("give exactly one of path (a server folder) or uri")
     path = None
     if spec.path is not None:
+        roots = [settings.data_dir, *settings.dataset_roots]
+        folder = _inside_roots(spec.path, roots=roots, named=f"path {spec.path!r}")
         try:
-            folder = Path(spec.path).resolve()
-            folder.stat()  # surfaces what the OS refuses (NUL bytes, unencodable names) as 422
-        except FileNotFoundError:
-            pass  # reported below, once we know it is inside an allowed root
-        except (ValueError, OSError) as exc:
-            raise InvalidRequest(f"path is not a usable folder name: {exc}") from exc
-        roots = [settings.data_dir.resolve(), *(r.resolve() for r in settings.dataset_roots)]
-        if not any(folder.is_relative_to(root) for root in roots):
-            raise InvalidRequest(f"path must be inside one of: {', '.join(map(str, roots))}")
-        if not folder.is_dir():
-            raise InvalidRequest(f"path {spec.path!r} is not a folder on the server")
+            is_folder = folder.is_dir()
+        except OSError:  # a name too long for the file system, say: no such folder either way
+            is_folder = False
+        if not is_folder:
+            raise NotFound(f"path {spec.path!r} is not a folder on the server")
         path = str(folder)
     return _add_dataset_version(session, name=spec.name, path=path, uri=spec.uri, description=spec.description)
 
 
+def _inside_roots(text: str, *, roots: Iterable[Path], named: str) -> Path:
+    """`text` resolved (symlinks followed), provided it stays inside one of `roots`; else 403."""
+    resolved = [root.resolve() for root in roots]
+    try:
+        folder = Path(text).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError):  # an unknown ~user, a symlink loop: it names nothing we allow
+        folder = None
+    if folder is None or not any(folder.is_relative_to(root) for root in resolved):
+        raise Forbidden(
+            f"{named} names a server path outside the dataset roots ({', '.join(map(str, resolved))}); "
+            "the operator sets them with RUNYARD_DATASET_ROOTS"
+        )
+    return folder
+
+
 def check_server_paths(values: Iterable[object], *, settings: Settings) -> None:
-    """Refuse job arguments naming a server path outside the dataset roots (422).
+    """Refuse job arguments naming a server path outside the dataset roots (403).
 
     A local run reads and writes as the service's user: an argument such as `--data-folder /etc`
-    or `--out=../../models/m/1` would point a script at files the caller has no business with.
-    Absolute paths inside the datasets folder or `RUNYARD_DATASET_ROOTS` are fine; a relative path
-    with `..` is refused outright (it is relative to a run folder the caller does not choose).
+    would point a script at files the caller has no business with. Absolute paths inside the
+    datasets folder or `RUNYARD_DATASET_ROOTS` are fine. (A `..` segment is refused by the
+    arguments' schema already: jobs/schemas.no_parent_segment.)
     """
-    roots = [settings.datasets_dir.resolve(), *(r.resolve() for r in settings.dataset_roots)]
+    roots = [settings.datasets_dir, *settings.dataset_roots]
     for value in values:
         if not isinstance(value, str):
             continue
         for text in {value, value.split("=", 1)[-1]}:
-            path = PurePosixPath(text)
-            if ".." in path.parts and not path.is_absolute():
-                raise InvalidRequest(f"argument {value!r} climbs out of the run folder with '..'")
             if text.startswith(("/", "~")):
-                try:
-                    folder = Path(text).expanduser().resolve()
-                except (ValueError, OSError, RuntimeError) as exc:
-                    raise InvalidRequest(f"argument {value!r} is not a usable path: {exc}") from exc
-                if not any(folder.is_relative_to(root) for root in roots):
-                    raise InvalidRequest(
-                        f"argument {value!r} names a server path outside the dataset roots "
-                        f"({', '.join(map(str, roots))}); register the folder as a dataset instead"
-                    )
+                _inside_roots(text, roots=roots, named=f"argument {value!r}")
 
 
 def _add_dataset_version(

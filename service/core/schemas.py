@@ -10,7 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 ExperimentName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")]
-RelPath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+# A plain relative path, exactly what core/rundir.clean_relative keeps: segments that are not
+# empty, `.` or `..`, no leading `/`, no backslash or NUL; a trailing `/` names a folder.
+_SEGMENT = r"(?:[^/\\\x00.][^/\\\x00]*|\.[^/\\\x00.][^/\\\x00]*|\.\.[^/\\\x00]+)"
+RELATIVE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*/?$"
+
+RelPath = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=RELATIVE_PATH_PATTERN)]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 TagValue = Annotated[str, StringConstraints(max_length=1024)]
 Tags = Annotated[dict[TagKey, TagValue], Field(max_length=50)]
@@ -38,7 +43,9 @@ T = TypeVar("T")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: no unknown fields, and no coercion (`false` is not 0, `"1"` is not 1), as its schema says."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Page(BaseModel, Generic[T]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import FileResponse
 from sqlmodel import Session
 from sse_starlette import EventSourceResponse
@@ -14,7 +14,7 @@ from service.api.docs import ERRORS, RUN_ELSEWHERE
 from service.api.responses import json_response
 from service.core.clock import utcnow
 from service.core.errors import InvalidRequest
-from service.core.schemas import MAX_OFFSET, Page
+from service.core.schemas import MAX_OFFSET, RELATIVE_PATH_PATTERN, Page
 from service.core.states import JobStatus
 from service.db.tables import Job, JobAttempt
 from service.jobs import artifacts, hosts, log_stream
@@ -30,6 +30,8 @@ from service.jobs.schemas import (
 )
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+# A path as the run's file list spells it (core/schemas.RELATIVE_PATH_PATTERN); 404 when the run has no such file.
+FilePath = Annotated[str, Path(min_length=1, max_length=1024, pattern=RELATIVE_PATH_PATTERN)]
 IdempotencyKey = Annotated[
     str | None,
     Header(min_length=1, max_length=255,
@@ -50,7 +52,7 @@ def _with_attempts(session: Session, page: list[Job]) -> list[JobPublic]:
 
 @router.post(
     "", status_code=status.HTTP_201_CREATED, summary="Submit a training job",
-    response_model=JobPublic, responses=ERRORS(404, 409, 413, 422),
+    response_model=JobPublic, responses=ERRORS(403, 404, 409, 413, 422),
 )
 def submit_job(spec: JobCreate, runtime: RuntimeDep, idempotency_key: IdempotencyKey = None) -> Response:
     """Record the job as `queued`; the dispatcher submits it to its compute target."""
@@ -74,7 +76,7 @@ async def list_jobs(
     runtime: RuntimeDep,
     experiment: Annotated[str | None, Query(max_length=255)] = None,
     status: JobStatus | None = None,
-    tag: Annotated[str | None, Query(max_length=1280, description="key:value")] = None,
+    tag: Annotated[str | None, Query(max_length=1280, pattern="^[^:]+:", description="key:value")] = None,
     sweep_id: Annotated[str | None, Query(max_length=32, description="only this sweep's children")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
@@ -137,7 +139,8 @@ def get_logs(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="byte offset")] = 0,
     limit: Annotated[int, Query(ge=1, le=1_048_576, description="bytes")] = 65_536,
     follow: Annotated[bool, Query(description="stream `log` events until an `end` event with the status")] = False,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32,
+    # The `id` of a `log` event is a byte offset: what a reconnecting EventSource sends back (empty: none).
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=18, pattern=r"^[0-9]{0,18}$",
                                                 description="with follow: resume after this byte offset")] = None,
 ) -> LogChunk | EventSourceResponse:
     """JSON chunks by byte offset. With `follow=true` the answer is a `text/event-stream`: `log` events
@@ -168,7 +171,7 @@ def list_files(
     response_class=FileResponse, responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS(404, 422),
                                              **RUN_ELSEWHERE},
 )
-def download_file(job_id: str, path: str, session: SessionDep, runtime: RuntimeDep) -> FileResponse:
+def download_file(job_id: str, path: FilePath, session: SessionDep, runtime: RuntimeDep) -> FileResponse:
     job = jobs.get_job(session, job_id=job_id)
     clean = artifacts.check_file(job, path)
     hosts.run_dir_here(runtime, job, now=utcnow())

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from service.core.schemas import MAX_VERSION, ExperimentName, Name, RelPath, Strict, Tags
 from service.core.states import JobStatus
@@ -24,7 +34,24 @@ def argv_safe(text: str) -> str:
     return text
 
 
-ArgText = Annotated[str, StringConstraints(max_length=4096), AfterValidator(argv_safe)]
+# A `..` segment in an argument or in its value after the first `=` (`--out=../x`): refused for
+# every target, as the document says (a script's folders are never the caller's to climb out of).
+# `(?![\s\S])` is the end of the text in ECMAScript and Python alike (Python's `$` also matches
+# before a final newline).
+PARENT_SEGMENT = r"(?:^|/|^[^=]*=)\.\.(?:/|(?![\s\S]))"
+
+
+def no_parent_segment(text: str) -> str:
+    """`text` unless it has a `..` path segment (PARENT_SEGMENT)."""
+    if re.search(PARENT_SEGMENT, text):
+        raise ValueError(f"{text!r} has a '..' path segment, which would climb out of the run folder")
+    return text
+
+
+ArgText = Annotated[
+    str, StringConstraints(max_length=4096), AfterValidator(argv_safe), AfterValidator(no_parent_segment),
+    WithJsonSchema({"type": "string", "maxLength": 4096, "not": {"pattern": PARENT_SEGMENT}}),
+]
 # NaN and infinities are valid JSON to Python but no script's argparse reads them back as numbers.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
@@ -38,6 +65,7 @@ class DatasetArgument(Strict):
 
 
 Argument = StrictBool | StrictInt | FiniteFloat | ArgText | DatasetArgument
+MAX_JOB_ARGUMENTS = 256
 
 TUTORIAL_JOB: dict[str, Any] = {
     "experiment": "Tutorial-sklearn-mnist",
@@ -58,7 +86,7 @@ class JobCreate(Strict):
     experiment: ExperimentName
     source: Name = "trainer"
     script: RelPath = "train.py"
-    arguments: Annotated[list[Argument], Field(max_length=256)] = Field(default_factory=list)
+    arguments: Annotated[list[Argument], Field(max_length=MAX_JOB_ARGUMENTS)] = Field(default_factory=list)
     compute_target: Name = "local"
     environment: Name = "tutorial-env"
     environment_version: int | None = Field(default=None, ge=1, le=MAX_VERSION)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func
@@ -73,8 +74,9 @@ def submit_job(
     sources = settings.source_folders()
     if spec.source not in sources:
         raise unknown("source", spec.source, sources)
-    if not confined(sources[spec.source], spec.script).is_file():
-        raise InvalidRequest(f"script {spec.script!r} is not a file in source {spec.source!r}")
+    if not _is_script(sources[spec.source], spec.script):
+        # The path's form is the schema's (RelPath); what the source folder holds is the server's.
+        raise NotFound(f"script {spec.script!r} is not a file in source {spec.source!r}")
     env = catalog.get_environment(session, name=spec.environment, version=spec.environment_version)
     job = Job(
         id=new_id(),
@@ -113,6 +115,13 @@ def submit_job(
     if sweep is None:
         tx.publish(Event.JOB_ACCEPTED, job.compute_target)
     return Submitted(job, replayed=False)
+
+
+def _is_script(source: Path, script: str) -> bool:
+    try:
+        return confined(source, script).is_file()
+    except (InvalidRequest, OSError):  # a symlink out of the source, a name too long: no such script here
+        return False
 
 
 def _by_key(session: Session, key: str, digest: str) -> Job | None:

@@ -98,7 +98,8 @@ def _check_registrable(job: Job, path: str) -> None:
     if job.status is not JobStatus.COMPLETED:
         raise Conflict(f"job {job.id} is {job.status.value}; only completed jobs can register models")
     if path not in job.files and not any(f.startswith(path.rstrip("/") + "/") for f in job.files):
-        raise InvalidRequest(f"model_path {path!r} is not among the files of job {job.id}")
+        # The path's form is the schema's (RelPath); which files the job made is the server's.
+        raise NotFound(f"model_path {path!r} is not among the files of job {job.id}")
 
 
 def _earlier(session: Session, job: Job, spec: ModelRegister, once_per: str | None) -> ModelVersion | None:

@@ -22,7 +22,7 @@ IdempotencyKey = Annotated[
 
 @router.post(
     "", status_code=status.HTTP_201_CREATED, summary="Start a sweep over a job's arguments",
-    responses=ERRORS(404, 409, 413, 422),
+    responses=ERRORS(403, 404, 409, 413, 422),
 )
 def create_sweep(
     spec: SweepCreate, response: Response, runtime: RuntimeDep,

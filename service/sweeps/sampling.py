@@ -10,11 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from service.core.errors import InvalidRequest
-from service.core.rundir import clean_relative
 from service.sweeps.schemas import (
     MAX_PLAN_BYTES,
     MAX_TOTAL_RUNS,
-    MAX_VALUE_CHARS,
     BanditStopping,
     Choice,
     LogUniform,
@@ -24,30 +22,20 @@ from service.sweeps.schemas import (
 
 Params = dict[str, Any]
 SIGNIFICANT_DIGITS = 6
-MAX_TAGS = 50
-# Tags the sweep puts on the version it registers (the last is named after the metric).
-SWEEP_TAGS = ("sweep_id", "primary_metric", "<primary_metric>")
 # The longest a drawn float gets in JSON (6 significant digits: `-1.23457e-308`), with room.
 _DRAWN_FLOAT_CHARS = 24
 
 
 def validate(spec: SweepCreate) -> None:
-    """Raise `InvalidRequest` for what the schema alone cannot tell."""
+    """Raise `InvalidRequest` for what pydantic does not check; each rule is in the document too
+    (schemas.SweepCreate), except the flag already among the job's arguments, the grid size and the
+    plan size, which JSON Schema cannot state."""
     flags = {arg.split("=", 1)[0] for arg in spec.job.arguments if isinstance(arg, str)}
     for flag, dist in spec.search_space.items():
         if flag in flags:
             raise InvalidRequest(f"search space flag {flag} is already among the job's arguments")
-        if isinstance(dist, Uniform | LogUniform) and not dist.low < dist.high:
-            raise InvalidRequest(f"{flag}: low must be less than high")
-        if isinstance(dist, LogUniform) and dist.low <= 0:
-            raise InvalidRequest(f"{flag}: loguniform needs low > 0")
-        if isinstance(dist, Uniform) and not math.isfinite(dist.high - dist.low):
-            # The draw is low + (high - low) * u: an infinite width makes every child `high`.
-            raise InvalidRequest(f"{flag}: high - low overflows a float; narrow the range")
         if isinstance(dist, Choice) and len({_key(v) for v in dist.values}) != len(dist.values):
             raise InvalidRequest(f"{flag}: choice values repeat")
-        if isinstance(dist, Choice) and max(len(json.dumps(v)) for v in dist.values) > MAX_VALUE_CHARS:
-            raise InvalidRequest(f"{flag}: a choice value is longer than {MAX_VALUE_CHARS} characters")
         if spec.sampling == "grid" and not isinstance(dist, Choice):
             raise InvalidRequest(f"grid sampling needs choice distributions; {flag} is {dist.type}")
     if spec.sampling == "random" and spec.max_total_runs is None:
@@ -62,11 +50,6 @@ def validate(spec: SweepCreate) -> None:
     policy = spec.early_termination
     if isinstance(policy, BanditStopping) and (policy.slack_factor is None) == (policy.slack_amount is None):
         raise InvalidRequest("bandit policy needs exactly one of slack_factor and slack_amount")
-    if spec.register_best is not None:
-        clean_relative(spec.register_best.model_path)
-        if len(spec.register_best.tags) > MAX_TAGS - len(SWEEP_TAGS):
-            raise InvalidRequest(f"register_best takes at most {MAX_TAGS - len(SWEEP_TAGS)} tags; the sweep adds "
-                                 f"{', '.join(SWEEP_TAGS)}")
 
 
 def grid_size(spec: SweepCreate) -> int:
@@ -107,16 +90,18 @@ def _grid(spec: SweepCreate) -> Iterator[Params]:
 def _draw(rng: random.Random, dist: Choice | Uniform | LogUniform) -> Any:
     if isinstance(dist, Choice):
         return rng.choice(dist.values)
+    low, high = sorted((dist.low, dist.high))  # either end may come first, as in random.uniform
+    u = rng.random()
     if isinstance(dist, LogUniform):
-        top = math.log(dist.high)
-        # uniform() may round a hair past `top`, and exp() of that can overflow near the float maximum.
-        value = math.exp(min(rng.uniform(math.log(dist.low), top), top))
+        # exp() of a hair past log(high) can overflow near the float maximum: clamped below.
+        value = math.exp(math.log(low) * (1 - u) + math.log(high) * u)
     else:
-        value = rng.uniform(dist.low, dist.high)
+        value = low * (1 - u) + high * u  # never overflows, unlike low + (high - low) * u
     # Short values read better in argv and tables; clamping keeps rounding inside the range.
-    return min(max(float(f"{value:.{SIGNIFICANT_DIGITS}g}"), dist.low), dist.high)
+    return min(max(float(f"{value:.{SIGNIFICANT_DIGITS}g}"), low), high)
 
 
-def _key(value: Any) -> str:
-    """Tells 1, 1.0, True and "1" apart, as the script's argv will."""
-    return f"{type(value).__name__}:{json.dumps(value)}"
+def _key(value: Any) -> tuple[str, Any]:
+    """Equal as JSON: 1 and 1.0 are one number, true and 1 are not (the schema's uniqueItems)."""
+    kind = "bool" if isinstance(value, bool) else "number" if isinstance(value, int | float) else "text"
+    return kind, value

@@ -5,15 +5,36 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+)
 
-from service.core.schemas import Strict
+from service.core.schemas import Strict, TagKey, TagValue
 from service.core.states import JobStatus
 from service.core.states import SweepStatus as SweepStatus  # the API and CLI name it from here
-from service.jobs.schemas import FiniteFloat, JobCreate, argv_safe
+from service.jobs.schemas import (
+    MAX_JOB_ARGUMENTS,
+    PARENT_SEGMENT,
+    Argument,
+    FiniteFloat,
+    JobCreate,
+    argv_safe,
+    no_parent_segment,
+)
 from service.models.schemas import ModelRegister
 
 MAX_TOTAL_RUNS = 1000
+MAX_FLAGS = 20
+MAX_TAGS = 50
+# Tags the sweep puts on the version it registers (the last is named after the metric).
+SWEEP_TAGS = ("sweep_id", "primary_metric", "<primary_metric>")
 MAX_CONCURRENT_RUNS = 100
 # A plan is every child's parameters, stored with the sweep: these keep a small request from
 # becoming a huge row (20 flags of 4 kB values x 1000 runs would be 82 MB).
@@ -21,11 +42,16 @@ MAX_CHOICE_VALUES = MAX_TOTAL_RUNS
 MAX_VALUE_CHARS = 256
 MAX_PLAN_BYTES = 1_048_576
 
-Flag = Annotated[str, StringConstraints(pattern=r"^--?[A-Za-z][A-Za-z0-9_.-]{0,127}$")]
+FLAG_PATTERN = r"^--?[A-Za-z][A-Za-z0-9_.-]{0,127}$"
+Flag = Annotated[str, StringConstraints(pattern=FLAG_PATTERN)]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-ValueText = Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS), AfterValidator(argv_safe)]
+ValueText = Annotated[
+    str, StringConstraints(max_length=MAX_VALUE_CHARS), AfterValidator(argv_safe), AfterValidator(no_parent_segment),
+    WithJsonSchema({"type": "string", "maxLength": MAX_VALUE_CHARS, "not": {"pattern": PARENT_SEGMENT}}),
+]
 Scalar = StrictBool | StrictInt | FiniteFloat | ValueText
 Bound = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Slack = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
@@ -33,11 +59,14 @@ class Choice(Strict):
     """One of `values` (the only type grid sampling accepts)."""
 
     type: Literal["choice"]
-    values: Annotated[list[Scalar], Field(min_length=1, max_length=MAX_CHOICE_VALUES)]
+    # Unique as JSON counts it (1 and 1.0 are one number; true and 1 are not): sampling.validate.
+    values: Annotated[
+        list[Scalar], Field(min_length=1, max_length=MAX_CHOICE_VALUES, json_schema_extra={"uniqueItems": True})
+    ]
 
 
 class Uniform(Strict):
-    """A float drawn evenly from [low, high]."""
+    """A float drawn evenly between `low` and `high` (either may be the larger, as in `random.uniform`)."""
 
     type: Literal["uniform"]
     low: Bound
@@ -45,11 +74,11 @@ class Uniform(Strict):
 
 
 class LogUniform(Strict):
-    """A float whose logarithm is drawn evenly from [log low, log high]; low > 0."""
+    """A float whose logarithm is drawn evenly between log `low` and log `high`; both > 0."""
 
     type: Literal["loguniform"]
-    low: Bound
-    high: Bound
+    low: Positive
+    high: Positive
 
 
 Distribution = Annotated[Choice | Uniform | LogUniform, Field(discriminator="type")]
@@ -65,6 +94,12 @@ class MedianStopping(Strict):
 
 class BanditStopping(Strict):
     """Stop a run that is not within a slack (factor or amount) of the best run at the same step."""
+
+    # Exactly one slack (sampling.validate): said in the schema too.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["slack_factor"], "properties": {"slack_factor": {"type": "number"}}},
+        {"required": ["slack_amount"], "properties": {"slack_amount": {"type": "number"}}},
+    ]})
 
     policy: Literal["bandit"]
     evaluation_interval: int = Field(default=1, ge=1, le=100_000, description="apply every this many steps")
@@ -85,11 +120,29 @@ SWEEP_EXAMPLE: dict[str, Any] = {
 }
 
 
+class SweepJob(JobCreate):
+    """A sweep's base job: room is kept for the flags and values the search space appends (2 each)."""
+
+    arguments: Annotated[list[Argument], Field(max_length=MAX_JOB_ARGUMENTS - 2 * MAX_FLAGS)] = Field(
+        default_factory=list
+    )
+
+
+class BestModel(ModelRegister):
+    """How to register the best child's model; the sweep adds its own tags (sampling.SWEEP_TAGS)."""
+
+    tags: Annotated[dict[TagKey, TagValue], Field(max_length=MAX_TAGS - len(SWEEP_TAGS))] = Field(default_factory=dict)
+
+
 class SweepBase(Strict):
     """What a sweep request carries, and what reading a sweep repeats back."""
 
-    job: JobCreate = Field(description="the base job; each search-space flag is appended to its arguments")
-    search_space: Annotated[dict[Flag, Distribution], Field(min_length=1, max_length=20)]
+    job: SweepJob = Field(description="the base job; each search-space flag is appended to its arguments")
+    # The keys' rule is in the schema too (pydantic leaves dict keys out of it).
+    search_space: Annotated[
+        dict[Flag, Distribution],
+        Field(min_length=1, max_length=MAX_FLAGS, json_schema_extra={"propertyNames": {"pattern": FLAG_PATTERN}}),
+    ]
     sampling: Literal["grid", "random"] = "random"
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="omitted: chosen once and kept")
     primary_metric: MetricName
@@ -99,13 +152,21 @@ class SweepBase(Strict):
     )
     max_concurrent_runs: int = Field(default=1, ge=1, le=MAX_CONCURRENT_RUNS)
     early_termination: EarlyTermination | None = None
-    register_best: ModelRegister | None = Field(default=None, description="register the best child's model")
+    register_best: BestModel | None = Field(default=None, description="register the best child's model")
 
 
 class SweepCreate(SweepBase):
     """Many jobs over a search space (Azure ML HyperDrive's vocabulary)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SWEEP_EXAMPLE]})
+    # What sampling.validate asks of the sampling, said in the schema: grid sampling takes choice
+    # distributions only; random sampling needs max_total_runs.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [SWEEP_EXAMPLE],
+        "if": {"required": ["sampling"], "properties": {"sampling": {"const": "grid"}}},
+        "then": {"properties": {"search_space": {
+            "additionalProperties": {"required": ["type"], "properties": {"type": {"const": "choice"}}}}}},
+        "else": {"required": ["max_total_runs"], "properties": {"max_total_runs": {"type": "integer"}}},
+    })
 
 
 class SweepProgress(BaseModel):

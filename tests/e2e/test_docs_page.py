@@ -24,7 +24,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 OUTPUT = REPO_ROOT / "tests" / "output"
-SUBMIT_OPERATION = "#operations-jobs-submit_job_v1_jobs_post"
+SUBMIT_OPERATION = "#operations-jobs-submit_job"
 
 
 @pytest.fixture

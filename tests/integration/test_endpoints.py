@@ -99,18 +99,20 @@ def test_bad_scoring_requests_get_clear_4xx(client: TestClient, settings: Settin
     assert wait_endpoint(client, "mnist")["status"] == "ready"
     row = [0.0] * 64
 
+    # Rows as wide as the served model wants: the endpoint's state (its n_features), so 409 (issue 12).
     wide = _score(client, "mnist", [row, [0.0] * 784])
-    assert wide.status_code == 422
+    assert wide.status_code == 409
     assert "64 values" in wide.json()["detail"]
     assert "row 1 has 784" in wide.json()["detail"]
     for bad in (["a"] + row[1:], [True] + row[1:], [None] + row[1:]):
         answer = _score(client, "mnist", [bad])
         assert answer.status_code == 422, bad
         assert answer.json()["errors"][0]["loc"] == ["data", 0, 0]
-    assert _score(client, "mnist", []).status_code == 422
-    assert "empty" in _score(client, "mnist", []).json()["detail"]
-    too_many = _score(client, "mnist", [row] * (settings.endpoint_max_rows + 1))
-    assert too_many.status_code == 413
+    for empty in ([], [[]]):  # the schema's minItems
+        assert _score(client, "mnist", empty).status_code == 422
+        assert "at least 1 item" in str(_score(client, "mnist", empty).json()["errors"])
+    too_many = _score(client, "mnist", [row] * (settings.endpoint_max_rows + 1))  # the document's maxItems
+    assert too_many.status_code == 422
     assert f"at most {settings.endpoint_max_rows}" in too_many.json()["detail"]
     assert client.post("/v1/endpoints/mnist/score", content=b"{not json").status_code == 422
     assert client.post("/v1/endpoints/mnist/score", json={"rows": [row]}).status_code == 422
@@ -207,11 +209,13 @@ def test_a_model_over_the_memory_limit_fails_to_load(client: TestClient) -> None
     assert "more memory" in endpoint["error"]
 
 
-def test_a_loading_endpoint_answers_503_with_retry_after(client: TestClient) -> None:
+def test_a_loading_endpoint_answers_409_not_ready_with_retry_after(client: TestClient) -> None:
+    # Not a server error: the endpoint is still `creating` (issue 12: it was a 503).
     register_file(client, "slow", "slow", "--seconds", "3")
     deploy(client, "slow", "slow")
     answer = _score(client, "slow", [[0.0]])
-    assert answer.status_code == 503
+    assert answer.status_code == 409
+    assert answer.json()["title"] == "Endpoint not ready"
     assert answer.headers["retry-after"] == "1"
     assert "creating" in answer.json()["detail"]
     assert wait_endpoint(client, "slow")["error"].endswith("NoneType has no predict method")

@@ -74,10 +74,18 @@ def test_arguments_the_os_cannot_pass_are_422(client: TestClient, text: str) -> 
     assert client.get("/v1/jobs").json()["items"] == []
 
 
-def test_a_uniform_range_whose_width_overflows_is_422(client: TestClient) -> None:
+def test_a_uniform_range_whose_width_overflows_a_float_still_draws_inside_it(client: TestClient) -> None:
+    # Once a 422 (issue 19); any two finite ends are a range the schema allows, so it is drawn without
+    # computing high - low (issue 12).
     space = {"--quality": {"type": "uniform", "low": -1.7e308, "high": 1.7e308}}
-    body = scorer_sweep([0.5], search_space=space, sampling="random", max_total_runs=2)
-    _problem(client.post("/v1/sweeps", json=body), 422, "overflows")
+    body = scorer_sweep([0.5], search_space=space, sampling="random", max_total_runs=2, max_concurrent_runs=1)
+    created = client.post("/v1/sweeps", json=body)
+    assert created.status_code == 201, created.text
+    client.post(f"/v1/sweeps/{created.json()['id']}/cancel")
+    children = client.get(f"/v1/sweeps/{created.json()['id']}").json()["children"]
+    values = [child["params"]["--quality"] for child in children]
+    assert values
+    assert all(-1.7e308 <= v <= 1.7e308 for v in values)
 
 
 def test_a_loguniform_range_up_to_the_float_maximum_draws_inside_it(client: TestClient) -> None:

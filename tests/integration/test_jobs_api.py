@@ -34,9 +34,15 @@ def test_unknown_references_are_404(client: TestClient, override: dict[str, Any]
     assert_problem(client.post("/v1/jobs", json=tutorial_job(**override)), 404, fragment)
 
 
-@pytest.mark.parametrize("script", ["../service/app.py", "/etc/passwd", "missing.py", "utils/../../x.py"])
+@pytest.mark.parametrize("script", ["../service/app.py", "/etc/passwd", "utils/../../x.py", "./train.py", "a\\b"])
 def test_scripts_cannot_leave_their_source(client: TestClient, script: str) -> None:
-    assert_problem(client.post("/v1/jobs", json=tutorial_job(script=script)), 422)
+    # Not a plain relative path: the schema's pattern (RelPath) refuses it, as a generated client would.
+    assert_problem(client.post("/v1/jobs", json=tutorial_job(script=script)), 422, "script")
+
+
+def test_a_script_the_source_does_not_hold_is_not_found(client: TestClient) -> None:
+    # A well-formed path; whether the folder has it is the server's state: 404, not 422 (issue 12).
+    assert_problem(client.post("/v1/jobs", json=tutorial_job(script="missing.py")), 404, "is not a file in source")
 
 
 def test_unknown_job_is_404_everywhere(client: TestClient) -> None:
@@ -121,7 +127,7 @@ def test_register_paths_are_confined(client: TestClient) -> None:
     for path in ["../../runyard.db", "/etc/passwd", "outputs/../../x"]:
         assert_problem(client.post(f"/v1/jobs/{job_id}/models", json={"model_name": "m", "model_path": path}), 422)
     missing = {"model_name": "m", "model_path": "outputs/none.pkl"}
-    assert_problem(client.post(f"/v1/jobs/{job_id}/models", json=missing), 422, "not among the files")
+    assert_problem(client.post(f"/v1/jobs/{job_id}/models", json=missing), 404, "not among the files")
     assert_problem(client.get(f"/v1/jobs/{job_id}/files/..%2F..%2Frunyard.db"), 422)
     assert_problem(client.get(f"/v1/jobs/{job_id}/files/outputs/none.pkl"), 404)
     assert_problem(client.get("/v1/models/nope/versions"), 404)
@@ -153,7 +159,7 @@ def test_list_filters_and_cursor_pagination(client: TestClient) -> None:
     done = client.get("/v1/jobs", params={"status": "completed", "experiment": "exp-1"}).json()["items"]
     assert len(done) == 2
     assert_problem(client.get("/v1/jobs", params={"cursor": "garbage!"}), 422, "cursor")
-    assert_problem(client.get("/v1/jobs", params={"tag": "novalue"}), 422, "key:value")
+    assert_problem(client.get("/v1/jobs", params={"tag": "novalue"}), 422, "query.tag")
     assert_problem(client.get("/v1/jobs", params={"status": "sleeping"}), 422)
     assert_problem(client.get("/v1/jobs", params={"limit": 0}), 422)
 
@@ -187,7 +193,8 @@ def test_resource_registration(client: TestClient) -> None:
     assert_problem(client.post("/v1/experiments", json={"name": "vision"}), 409)
     env = client.post("/v1/environments", json={"name": "tutorial-env", "pip_packages": ["scikit-learn"]})
     assert env.json()["version"] == 2
-    assert_problem(client.post("/v1/datasets", json={"name": "x", "path": "/etc"}), 422, "inside one of")
+    assert_problem(client.post("/v1/datasets", json={"name": "x", "path": "/etc"}), 403, "outside the dataset roots")
+    assert_problem(client.post("/v1/datasets", json={"name": "x", "path": "relative/folder"}), 422, "body.path")
     assert_problem(client.post("/v1/datasets", json={"name": "x"}), 422, "exactly one")
     ds = client.post("/v1/datasets", json={"name": "remote", "uri": "https://example.org/mnist/"})
     assert (ds.status_code, ds.json()["version"]) == (201, 1)
@@ -204,8 +211,18 @@ def test_a_finished_log_that_ends_mid_character_still_reaches_eof(client: TestCl
     assert chunk["next_offset"] == log.stat().st_size
 
 
-@pytest.mark.parametrize("path", ["bad\\u0000path", "\\udc80", "/usr/share/datasets/nope"])
+@pytest.mark.parametrize("path", ["/bad\\u0000path", "/\\udc80", "bad"])
 def test_dataset_paths_the_os_refuses_are_422(client: TestClient, path: str) -> None:
     # Found by schemathesis: a NUL byte in a dataset path was a 500.
     body = '{"name": "x", "path": "' + path + '"}'
     assert_problem(client.post("/v1/datasets", content=body, headers={"content-type": "application/json"}), 422)
+
+
+def test_a_dataset_folder_the_server_does_not_have_is_404(client: TestClient, settings: Any) -> None:
+    for path in (settings.data_dir / "nope", settings.data_dir / ("x" * 300)):  # missing; a name too long
+        assert_problem(client.post("/v1/datasets", json={"name": "x", "path": str(path)}), 404, "not a folder")
+    (settings.data_dir / "afile").write_text("")
+    assert_problem(client.post("/v1/datasets", json={"name": "x", "path": str(settings.data_dir / "afile")}), 404)
+    inside = settings.data_dir / "mine"
+    inside.mkdir()
+    assert client.post("/v1/datasets", json={"name": "x", "path": str(inside)}).status_code == 201

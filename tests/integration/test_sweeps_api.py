@@ -37,8 +37,7 @@ def digits_sweep(**overrides: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("overrides", "status", "fragment"),
     [
-        ({"search_space": {"--regularization": {"type": "uniform", "low": 5, "high": 1}}}, 422, "low must be less"),
-        ({"search_space": {"--regularization": {"type": "loguniform", "low": 0, "high": 1}}}, 422, "low > 0"),
+        ({"search_space": {"--regularization": {"type": "loguniform", "low": 0, "high": 1}}}, 422, "greater than 0"),
         ({"sampling": "grid"}, 422, "grid sampling needs choice"),
         ({"max_total_runs": None}, 422, "needs max_total_runs"),
         ({"max_total_runs": 1001}, 422, "less than or equal to 1000"),
@@ -51,12 +50,12 @@ def digits_sweep(**overrides: Any) -> dict[str, Any]:
         ({"goal": "maximise"}, 422, "'maximize' or 'minimize'"),
         ({"early_termination": {"policy": "bandit"}}, 422, "exactly one of slack_factor"),
         ({"early_termination": {"policy": "median", "delay_evaluation": -1}}, 422, "greater than or equal to 0"),
-        ({"register_best": {"model_name": "m", "model_path": "/etc/passwd"}}, 422, "must stay inside"),
+        ({"register_best": {"model_name": "m", "model_path": "/etc/passwd"}}, 422, "should match pattern"),
         ({"job": {"experiment": "bad-sweeps", "arguments": ["--data-folder", {"dataset": "nope"}]}}, 404,
          "dataset 'nope'"),
         ({"job": {"experiment": "bad-sweeps", "compute_target": "gpu-cluster"}}, 404, "compute target"),
-        ({"job": {"experiment": "bad-sweeps", "script": "missing.py"}}, 422, "is not a file"),
-        ({"job": {"experiment": "bad-sweeps", "arguments": ["x"] * 256}}, 422, "not a valid job"),
+        ({"job": {"experiment": "bad-sweeps", "script": "missing.py"}}, 404, "is not a file"),
+        ({"job": {"experiment": "bad-sweeps", "arguments": ["x"] * 256}}, 422, "at most 216 items"),
         ({"unexpected": 1}, 422, "Extra inputs are not permitted"),
     ],
 )

@@ -199,24 +199,15 @@ async def score(name: str, request: Request, runtime: RuntimeDep, deployments: D
     remote = deployments.remote.get(name)
     if deployment is None and remote is None:
         return problem(404, "Not found", f"endpoint {name!r} does not exist", request)
-    if not rows:
-        return problem(422, "Invalid request", "data is empty; send at least one row", request)
     limit = runtime.settings.endpoint_max_rows
-    if len(rows) > limit:
-        return problem(413, "Payload too large", f"{len(rows)} rows; at most {limit} per request", request)
-    pool = deployment.pool if deployment else None
-    width = pool.info.n_features if pool else None
-    expected = width if width is not None else len(rows[0])
-    for index, row in enumerate(rows):
-        if len(row) != expected:
-            why = "the model's n_features_in_" if width is not None else "as wide as row 0"
-            detail = f"each row must have {expected} values ({why}); row {index} has {len(row)}"
-            return problem(422, "Invalid request", detail, request)
-    if body.probabilities and pool is not None and not pool.info.probabilities:
-        return problem(422, "Invalid request", f"the model ({pool.info.kind}) has no predict_proba", request)
+    if len(rows) > limit:  # the document's maxItems (api/openapi.py): a body outside the schema, so 422
+        return problem(422, "Invalid request", f"{len(rows)} rows; at most {limit} per request", request)
     if remote is not None:
         if remote.scoring_uri is None:
             return _not_serving(name, NotServing(remote.state.value, remote.error), request)
+        if any(len(row) != len(rows[0]) for row in rows):  # one model, one width: the remote one's
+            return problem(409, "Conflict", f"endpoint {name!r} serves one model: every row must be as wide as row 0",
+                           request)
         try:
             answer = await deployments.remote.score(remote, body.model_dump(exclude_defaults=True))
         except ForwardFailed as exc:
@@ -227,6 +218,19 @@ async def score(name: str, request: Request, runtime: RuntimeDep, deployments: D
                         media_type="application/json")
     if deployment is None:
         return problem(404, "Not found", f"endpoint {name!r} does not exist", request)
+    pool = deployment.pool
+    if pool is None:
+        return _not_serving(name, NotServing(deployment.state.value, deployment.error), request)
+    # What fits depends on the model this endpoint serves (its n_features, shown on the endpoint):
+    # a well-formed body that does not fit it conflicts with the endpoint's state, so 409, not 422.
+    width = pool.info.n_features
+    for index, row in enumerate(rows):
+        if width is not None and len(row) != width:
+            detail = (f"endpoint {name!r} serves a model taking {width} values per row (its n_features); "
+                      f"row {index} has {len(row)}")
+            return problem(409, "Conflict", detail, request)
+    if body.probabilities and not pool.info.probabilities:
+        return problem(409, "Conflict", f"the model ({pool.info.kind}) has no predict_proba", request)
     # numpy (~0.15 s) and the evaluation module load with the first request that needs them,
     # not with every start of a service that may never score.
     import numpy as np
@@ -240,11 +244,11 @@ async def score(name: str, request: Request, runtime: RuntimeDep, deployments: D
     except NotServing as exc:
         return _not_serving(name, exc, request)
     except ModelRejected as exc:
-        return problem(422, "Invalid request", f"the model could not score these rows: {exc}", request)
+        return problem(409, "Conflict", f"the model could not score these rows: {exc}", request)
     except WorkerFailed as exc:
         return _unavailable(f"the endpoint's worker failed ({exc.reason}); a new one is starting", request)
     payload: dict[str, Any] = {**result, "model": deployment.model, "version": version}
-    if body.probabilities and pool is not None:
+    if body.probabilities:
         payload["classes"] = pool.info.classes
     return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
 
@@ -255,7 +259,10 @@ _TITLES = {413: "Payload too large", 422: "Invalid request", 503: "Service unava
 def _not_serving(name: str, exc: NotServing, request: Request) -> Response:
     if exc.state == "failed":
         return problem(409, "Conflict", f"endpoint {name!r} failed: {exc.reason}", request)
-    return _unavailable(f"endpoint {name!r} is {exc.state}; try again shortly", request)
+    # Not a server error: the endpoint is still loading its model (`creating`); the same request
+    # succeeds once it is `ready`, which Retry-After says when to ask again.
+    return problem(409, "Endpoint not ready", f"endpoint {name!r} is {exc.state}; retry after {RETRY_AFTER_SECONDS} s",
+                   request, headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
 def _unavailable(detail: str, request: Request) -> Response:

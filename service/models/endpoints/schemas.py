@@ -7,16 +7,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.core.schemas import Name, Strict
+from service.core.schemas import MAX_VERSION, Name, Strict
 
-Version = Annotated[int, Field(ge=1)] | Literal["latest"]
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION)] | Literal["latest"]
 
 
 class EndpointCreate(Strict):
     name: Name
     model: Name
     version: Version = "latest"
-    compute: str = Field(default="local", min_length=1, max_length=255)
+    # `local` or a configured inference target; another name is not found (404).
+    compute: Name = "local"
+    # At most RUNYARD_ENDPOINT_MAX_REPLICAS: the document states it (api/openapi.py), the service checks it.
     replicas: int = Field(default=1, ge=1)
 
 
@@ -59,7 +61,8 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    data: list[list[float]]
+    # At most RUNYARD_ENDPOINT_MAX_ROWS rows: the document states it (api/openapi.py), the route checks it.
+    data: Annotated[list[Annotated[list[float], Field(min_length=1)]], Field(min_length=1)]
     probabilities: bool = False
 
 
@@ -73,4 +76,4 @@ class ScoreResponse(BaseModel):
 
 class EvaluateRequest(Strict):
     dataset: Name
-    dataset_version: int | None = Field(default=None, ge=1)
+    dataset_version: int | None = Field(default=None, ge=1, le=MAX_VERSION)

@@ -74,10 +74,11 @@ def serve_request(
 
 
 def check_compute(compute: str, remote_targets: list[str]) -> None:
-    """`local`, or an inference target a backend deploys to; anything else is a 422 naming them."""
+    """`local`, or an inference target a backend deploys to; another name is a 404 naming them (which
+    targets exist is the server's configuration, not something the request's schema can say)."""
     if compute != LOCAL and compute not in remote_targets:
         known = ", ".join(["local", *remote_targets])
-        raise InvalidRequest(f"compute {compute!r} cannot serve endpoints; use one of: {known}")
+        raise NotFound(f"compute {compute!r} cannot serve endpoints; use one of: {known}")
 
 
 def create(session: Session, *, spec: EndpointCreate, model: ModelVersion, max_replicas: int) -> Endpoint:
