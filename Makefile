@@ -12,7 +12,7 @@ V2_TESTS := tests/unit/test_azureml_v2_contract.py tests/integration/test_azure_
 HOST ?= $(or $(RUNYARD_HOST),127.0.0.1)
 PORT ?= $(or $(RUNYARD_PORT),8000)
 
-.PHONY: install install-v2 serve test lint imports typecheck unit bench bench-issue17 bench-issue17-quick clean
+.PHONY: install install-v2 serve test fuzz lint imports typecheck unit bench bench-issue17 bench-issue17-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ typecheck: install
 test: install install-v2 lint imports typecheck  ## install and run every test
 	$(BIN)/pytest $(addprefix --ignore=,$(V2_TESTS))
 	$(V2_BIN)/pytest $(V2_TESTS)
+
+fuzz: install  ## schemathesis, every check and phase, 200 examples per operation, with and without keys
+	RUNYARD_FUZZ_EXAMPLES=200 $(BIN)/pytest tests/e2e/test_schemathesis.py
 
 bench: install
 	$(BIN)/python -m bench

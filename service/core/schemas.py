@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Annotated, Generic, TypeVar
+import types
+from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -43,9 +45,37 @@ T = TypeVar("T")
 
 
 class Strict(BaseModel):
-    """A request body: no unknown fields, and no coercion (`false` is not 0, `"1"` is not 1), as its schema says."""
+    """A request body read as its schema says: no unknown fields, no coercion (`false` is not 0,
+    `"1"` is not 1), and JSON Schema's integers, which include `2.0`."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ints = _int_fields(cls)
+        return {
+            key: int(value) if key in ints and isinstance(value, float) and value.is_integer() else value
+            for key, value in data.items()
+        }
+
+
+@functools.cache
+def _int_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields taking an integer and no other number (`int`, `int | None`, `int | Literal[...]`)."""
+    fields = model.model_fields.items()
+    return frozenset(name for name, field in fields if _kinds(field.annotation) & {int, float} == {int})
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _kinds(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return set().union(*(_kinds(arg) for arg in get_args(annotation)))
+    return {annotation}
 
 
 class Page(BaseModel, Generic[T]):
