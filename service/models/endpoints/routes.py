@@ -250,7 +250,12 @@ async def score(name: str, request: Request, runtime: RuntimeDep, deployments: D
     payload: dict[str, Any] = {**result, "model": deployment.model, "version": version}
     if body.probabilities:
         payload["classes"] = pool.info.classes
-    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
+    try:
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN is no JSON number: rows near the float maximum overflow the model's arithmetic
+        return problem(409, "Conflict", "the model's answer for these rows is not finite (values too large for it)",
+                       request)
+    return Response(text, media_type="application/json")
 
 
 _TITLES = {413: "Payload too large", 422: "Invalid request", 503: "Service unavailable", 504: "Gateway timeout"}
