@@ -113,3 +113,37 @@ def test_each_cursor_is_documented_with_its_lists_key_shape(tmp_path: Path) -> N
                 assert "422" in op["responses"], (method, path)
                 seen += 1
     assert seen >= 10
+
+
+def test_operation_ids_are_the_route_names_and_unique(tmp_path: Path) -> None:
+    spec = document(tmp_path)
+    ids = [op["operationId"] for _, _, op in operations(spec)]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert spec["paths"]["/v1/jobs"]["post"]["operationId"] == "submit_job"
+
+
+def test_links_lead_from_created_resources_to_their_operations(tmp_path: Path) -> None:
+    spec = document(tmp_path)
+    ids = {op["operationId"] for _, _, op in operations(spec)}
+    links = spec["paths"]["/v1/jobs"]["post"]["responses"]["201"]["links"]
+    assert links["GetJob"] == {"operationId": "get_job", "parameters": {"job_id": "$response.body#/id"}}
+    for path, method, op in operations(spec):
+        for response in op["responses"].values():
+            for link in response.get("links", {}).values():
+                assert link["operationId"] in ids, (method, path, link)
+    endpoint_links = spec["paths"]["/v1/endpoints"]["post"]["responses"]["201"]["links"]
+    assert {"GetEndpoint", "Score", "DeleteEndpoint"} <= set(endpoint_links)
+
+
+def test_no_parameter_is_documented_as_json_null(tmp_path: Path) -> None:
+    # A query or header is sent or not; FastAPI's `X | None` would let a client send the text "null".
+    for path, method, op in operations(document(tmp_path)):
+        for param in op.get("parameters", []):
+            assert {"type": "null"} not in param["schema"].get("anyOf", []), (method, path, param["name"])
+
+
+def test_the_operators_limits_are_in_the_document(tmp_path: Path) -> None:
+    spec = document(tmp_path, endpoint_max_replicas=3, endpoint_max_rows=70)
+    assert spec["components"]["schemas"]["EndpointCreate"]["properties"]["replicas"]["maximum"] == 3
+    body = spec["paths"]["/v1/endpoints/{name}/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["data"]["maxItems"] == 70
