@@ -38,6 +38,7 @@ def argv_safe(text: str) -> str:
 # every target, as the document says (a script's folders are never the caller's to climb out of).
 # `(?![\s\S])` is the end of the text in ECMAScript and Python alike (Python's `$` also matches
 # before a final newline).
+NO_NUL = r"^[^\x00]*$"  # argv_safe: a C string ends at NUL
 PARENT_SEGMENT = r"(?:^|/|^[^=]*=)\.\.(?:/|(?![\s\S]))"
 
 
@@ -50,7 +51,7 @@ def no_parent_segment(text: str) -> str:
 
 ArgText = Annotated[
     str, StringConstraints(max_length=4096), AfterValidator(argv_safe), AfterValidator(no_parent_segment),
-    WithJsonSchema({"type": "string", "maxLength": 4096, "not": {"pattern": PARENT_SEGMENT}}),
+    WithJsonSchema({"type": "string", "maxLength": 4096, "pattern": NO_NUL, "not": {"pattern": PARENT_SEGMENT}}),
 ]
 # NaN and infinities are valid JSON to Python but no script's argparse reads them back as numbers.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]

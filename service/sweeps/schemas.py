@@ -21,6 +21,7 @@ from service.core.states import JobStatus
 from service.core.states import SweepStatus as SweepStatus  # the API and CLI name it from here
 from service.jobs.schemas import (
     MAX_JOB_ARGUMENTS,
+    NO_NUL,
     PARENT_SEGMENT,
     Argument,
     FiniteFloat,
@@ -47,7 +48,8 @@ Flag = Annotated[str, StringConstraints(pattern=FLAG_PATTERN)]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 ValueText = Annotated[
     str, StringConstraints(max_length=MAX_VALUE_CHARS), AfterValidator(argv_safe), AfterValidator(no_parent_segment),
-    WithJsonSchema({"type": "string", "maxLength": MAX_VALUE_CHARS, "not": {"pattern": PARENT_SEGMENT}}),
+    WithJsonSchema({"type": "string", "maxLength": MAX_VALUE_CHARS, "pattern": NO_NUL,
+                    "not": {"pattern": PARENT_SEGMENT}}),
 ]
 Scalar = StrictBool | StrictInt | FiniteFloat | ValueText
 Bound = Annotated[float, Field(allow_inf_nan=False)]
