@@ -155,7 +155,8 @@ def test_deploy_to_aci_score_switch_and_delete(client: TestClient, fake: FakeAzu
     assert (aci.cpu_cores, aci.memory_gb, aci.auth_enabled) == (1, 1, True)
     assert record.details["models"] == ["sklearn_mnist:1"]
     waiting = score(client, X_TEST[:1].tolist())
-    assert waiting.status_code == 503
+    assert waiting.status_code == 409  # not ready yet: Retry-After says when to ask again
+    assert waiting.headers["retry-after"] == "1"
     assert "creating" in waiting.json()["detail"]
 
     fake.clock.advance(3)
@@ -176,14 +177,17 @@ def test_deploy_to_aci_score_switch_and_delete(client: TestClient, fake: FakeAzu
     assert probs["classes"] == list(range(10))
     assert np.allclose(probs["probabilities"], MODELS[0.5].predict_proba(X_TEST[:2]))
 
-    # Bad input: the model's width from score.py, the rest from runyard before anything is sent.
+    # Bad input: the model's width from score.py (a 409, as locally: the body is valid, the model
+    # cannot take it), the rest from runyard before anything is sent.
+    sent = record.server.requests
     narrow = score(client, [[0.0] * 10])
-    assert narrow.status_code == 422
+    assert narrow.status_code == 409
     assert "64 values" in narrow.json()["detail"]
     assert score(client, []).status_code == 422
     assert client.post("/v1/endpoints/mnist-svc/score", json={"data": [["x"] * 64]}).status_code == 422
-    assert score(client, [[0.0] * 64] * 501).status_code == 413
-    assert score(client, [[0.0] * 64, [0.0] * 63]).status_code == 422
+    assert score(client, [[0.0] * 64] * 501).status_code == 422
+    assert score(client, [[0.0] * 64, [0.0] * 63]).status_code == 409
+    assert record.server.requests == sent + 1  # only the narrow rows reached the service
 
     # Version 2 is deployed beside version 1; forwarding moves when it is Healthy; no request fails.
     v2 = train_and_register(client, fake, 5.0)
@@ -276,8 +280,8 @@ def test_transient_deploy_errors_are_retried_and_forwarding_faults_are_clear(
     assert "could not be reached" in gone.json()["detail"]
 
 
-def test_an_unknown_inference_target_is_a_422_naming_the_known_ones(client: TestClient, fake: FakeAzure) -> None:
+def test_an_unknown_inference_target_is_a_404_naming_the_known_ones(client: TestClient, fake: FakeAzure) -> None:
     unknown = client.post("/v1/endpoints", json={"name": "x", "model": "nope", "compute": "acx"})
-    assert unknown.status_code == 422
+    assert unknown.status_code == 404
     assert "local, aci" in unknown.json()["detail"]
     assert fake.calls["Model.deploy"] == 0

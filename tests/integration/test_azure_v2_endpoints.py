@@ -112,7 +112,7 @@ def test_managed_online_endpoint_deploy_score_switch_delete(client: TestClient, 
     made = client.post("/v1/endpoints", json={"name": "mnist-svc", "model": "sklearn_mnist", "version": v1,
                                               "compute": "online"})
     assert made.status_code == 201, made.text
-    assert score(client, X_TEST[:1].tolist()).status_code == 503  # still creating
+    assert score(client, X_TEST[:1].tolist()).status_code == 409  # still creating (with Retry-After)
     ready = until_ready(client, fake)
     assert (ready["status"], ready["version"], ready["backend_state"]) == ("ready", v1, "Succeeded")
 
@@ -133,7 +133,7 @@ def test_managed_online_endpoint_deploy_score_switch_delete(client: TestClient, 
     assert record.server is not None
     assert record.server.requests == 1
     narrow = score(client, [[0.0] * 10])
-    assert narrow.status_code == 422
+    assert narrow.status_code == 409
     assert "64 values" in narrow.json()["detail"]
 
     # PATCH: a second deployment on the same endpoint, then a traffic switch; nothing fails meanwhile.

@@ -281,7 +281,8 @@ def _answer(name: str, reply: httpx.Response) -> dict[str, Any]:
     if isinstance(data, list):  # the tutorial's score.py returns the predictions alone
         return {"predictions": data}
     if isinstance(data, dict) and "error" in data:
-        raise ForwardFailed(422, f"the model could not score these rows: {data['error']}")
+        # A well-formed body the model cannot take (its width): a conflict with what the endpoint serves, as locally.
+        raise ForwardFailed(409, f"the model could not score these rows: {data['error']}")
     if isinstance(data, dict) and isinstance(data.get("predictions"), list):
         return {k: data[k] for k in ("predictions", "probabilities", "classes") if k in data}
     raise ForwardFailed(502, f"the web service of endpoint {name!r} answered without predictions: {text}")

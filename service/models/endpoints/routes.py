@@ -258,7 +258,8 @@ async def score(name: str, request: Request, runtime: RuntimeDep, deployments: D
     return Response(text, media_type="application/json")
 
 
-_TITLES = {413: "Payload too large", 422: "Invalid request", 503: "Service unavailable", 504: "Gateway timeout"}
+_TITLES = {409: "Conflict", 413: "Payload too large", 422: "Invalid request", 503: "Service unavailable",
+           504: "Gateway timeout"}
 
 
 def _not_serving(name: str, exc: NotServing, request: Request) -> Response:
