@@ -28,8 +28,9 @@ _DRAWN_FLOAT_CHARS = 24
 
 def validate(spec: SweepCreate) -> None:
     """Raise `InvalidRequest` for what pydantic does not check; each rule is in the document too
-    (schemas.SweepCreate), except the flag already among the job's arguments, the grid size and the
-    plan size, which JSON Schema cannot state."""
+    (schemas.SweepCreate), except the flag already among the job's arguments and the plan size,
+    which JSON Schema cannot state. (A grid without max_total_runs is cut at MAX_TOTAL_RUNS points,
+    in order, like any grid at its max_total_runs: its size is no reason to refuse it.)"""
     flags = {arg.split("=", 1)[0] for arg in spec.job.arguments if isinstance(arg, str)}
     for flag, dist in spec.search_space.items():
         if flag in flags:
@@ -40,8 +41,6 @@ def validate(spec: SweepCreate) -> None:
             raise InvalidRequest(f"grid sampling needs choice distributions; {flag} is {dist.type}")
     if spec.sampling == "random" and spec.max_total_runs is None:
         raise InvalidRequest("random sampling needs max_total_runs")
-    if spec.sampling == "grid" and spec.max_total_runs is None and grid_size(spec) > MAX_TOTAL_RUNS:
-        raise InvalidRequest(f"the grid has {grid_size(spec)} points; set max_total_runs (at most {MAX_TOTAL_RUNS})")
     if (size := plan_bytes_bound(spec)) > MAX_PLAN_BYTES:
         raise InvalidRequest(
             f"the plan of this sweep could take {size} bytes (runs x the longest value of each flag); at most "

@@ -150,7 +150,8 @@ class SweepBase(Strict):
     primary_metric: MetricName
     goal: Literal["maximize", "minimize"] = "maximize"
     max_total_runs: int | None = Field(
-        default=None, ge=1, le=MAX_TOTAL_RUNS, description="required for random sampling; grid: the whole grid"
+        default=None, ge=1, le=MAX_TOTAL_RUNS,
+        description="required for random sampling; grid: the whole grid, cut at 1000 points",
     )
     max_concurrent_runs: int = Field(default=1, ge=1, le=MAX_CONCURRENT_RUNS)
     early_termination: EarlyTermination | None = None
