@@ -48,7 +48,10 @@ def test_deploy_score_a_file_list_and_evaluate(live_server: LiveServer, tmp_path
     rows.write_text(json.dumps([[1.0, 2.0]]))
     narrow = runyard(live_server, "score", "mnist", "--file", str(rows))
     assert narrow.returncode == 4
-    assert "each row must have 64 values" in narrow.stderr
+    # 409 since issue 12: the width is the served model's, a property of the endpoint's state.
+    assert "Conflict (409)" in narrow.stderr
+    assert "taking 64 values per row" in narrow.stderr
+    assert "row 0 has 2" in narrow.stderr
 
     listed = as_json(runyard(live_server, "endpoints", "--json"))
     assert [(e["name"], e["status"]) for e in listed] == [("mnist", "ready")]
