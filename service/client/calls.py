@@ -83,7 +83,9 @@ OPERATIONS: dict[str, tuple[str, str]] = {
 
 def _model(kind: type[BaseModel] | Any) -> Callable[[httpx.Response], Any]:
     adapter: TypeAdapter[Any] = TypeAdapter(kind)
-    return lambda response: adapter.validate_python(response.json())
+    # Not strict: a response echoes request models, which refuse coercion (Strict), while the
+    # response's datetimes and enums arrive as the JSON strings the server wrote.
+    return lambda response: adapter.validate_python(response.json(), strict=False)
 
 
 def _body(spec: BaseModel | Mapping[str, Any]) -> dict[str, Any]:

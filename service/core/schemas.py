@@ -7,7 +7,7 @@ import re
 import types
 from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -27,6 +27,10 @@ Tags = Annotated[dict[TagKey, TagValue], Field(max_length=50)]
 MAX_VERSION = 2**31 - 1
 MAX_OFFSET = 2**62
 Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+# An integer argument: JSON integers have no bound, but every client language holds an int64, and an
+# unbounded one would be a long value copied into each run's argv and each sweep child's plan. A
+# longer JSON number is still a number: the float branch of the argument unions reads it (1e+300).
+ArgInt = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 _ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
 
 

@@ -12,12 +12,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     StringConstraints,
     WithJsonSchema,
 )
 
-from service.core.schemas import MAX_VERSION, ExperimentName, Name, RelPath, Strict, Tags
+from service.core.schemas import MAX_VERSION, ArgInt, ExperimentName, Name, RelPath, Strict, Tags
 from service.core.states import JobStatus
 
 
@@ -65,7 +64,7 @@ class DatasetArgument(Strict):
     mode: Literal["mount", "download"] = "mount"
 
 
-Argument = StrictBool | StrictInt | FiniteFloat | ArgText | DatasetArgument
+Argument = StrictBool | ArgInt | FiniteFloat | ArgText | DatasetArgument
 MAX_JOB_ARGUMENTS = 256
 
 TUTORIAL_JOB: dict[str, Any] = {

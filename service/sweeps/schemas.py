@@ -11,12 +11,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     StringConstraints,
     WithJsonSchema,
 )
 
-from service.core.schemas import Strict, TagKey, TagValue
+from service.core.schemas import ArgInt, Strict, TagKey, TagValue
 from service.core.states import JobStatus
 from service.core.states import SweepStatus as SweepStatus  # the API and CLI name it from here
 from service.jobs.schemas import (
@@ -51,7 +50,7 @@ ValueText = Annotated[
     WithJsonSchema({"type": "string", "maxLength": MAX_VALUE_CHARS, "pattern": NO_NUL,
                     "not": {"pattern": PARENT_SEGMENT}}),
 ]
-Scalar = StrictBool | StrictInt | FiniteFloat | ValueText
+Scalar = StrictBool | ArgInt | FiniteFloat | ValueText
 Bound = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Slack = Annotated[float, Field(gt=0, allow_inf_nan=False)]
