@@ -29,14 +29,14 @@ from service.db.tables import Job, MetricPoint, ModelVersion
 from tests.e2e.conftest import ACTIVE, REPO_ROOT, LiveServer, _wait_ready, free_port, start_server, stop_server
 from tests.support.postgres import scratch_database
 
-JOBS = 60
+JOBS = 300  # the count; each run is short so the whole test stays a few minutes
 STEPS = 3
 SWEEP_RUNS = 4
 REGISTRATIONS = 12
 LEASE_SECONDS = "3"
-DEADLINE = 240.0
+DEADLINE = 480.0
 SLEEPER = {"experiment": "replicas", "source": "testscripts", "script": "sleeper.py",
-           "arguments": ["--steps", str(STEPS), "--step-seconds", "0.1", "--seconds", "0.5"]}
+           "arguments": ["--steps", str(STEPS), "--step-seconds", "0.05", "--seconds", "0.3"]}
 
 
 @pytest.fixture
