@@ -1,6 +1,6 @@
 """The service's side of the prestarted interpreter (local_prestart.py): start it, ask it for runs.
 
-One template process per local backend, started with the service and started again if it dies;
+One template process per local backend, started by its first run and started again if it dies;
 when it cannot start a run (still importing, dead, a broken pipe, no answer) the backend uses the
 plain start, so a run never waits for it.
 """
