@@ -44,7 +44,11 @@ def fuzz_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 def st_run(server: LiveServer, examples: int) -> subprocess.CompletedProcess[str]:
     """`st run` with every check and phase, one worker (the machine is shared), the key when there is one."""
     command = [*ST, "run", f"{server.url}/openapi.json", "--checks", "all", "--max-examples", str(examples),
-               "--workers", "1", "--output-truncate", "false"]
+               "--workers", "1", "--output-truncate", "false",
+               # Hypothesis' own health check of its generator, not a finding about the API: with few
+               # examples, the file path pattern (what clean_relative accepts) can draw too many
+               # rejected strings for some seeds (seen in CI on GET /v1/jobs/{job_id}/files/{path}).
+               "--suppress-health-check", "filter_too_much"]
     if server.api_key:
         command += ["--header", f"Authorization: Bearer {server.api_key}"]
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
