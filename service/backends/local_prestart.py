@@ -9,8 +9,8 @@ session, the run's own environment (replaced whole), working directory, lock, `r
 `exit.json`; its script child runs the script in the already-initialised interpreter. Nothing
 a run does reaches this process or another run: each child is a copy, used once.
 
-Protocol (JSON lines): the backend writes `{"state_dir", "log", "cwd", "env", "command"}` to
-stdin; this answers `{"pid": N}` (or `{"error": ...}`) on stdout, and `{"exited": N}` when a
+Protocol (JSON lines): the backend writes `{"id", "state_dir", "log", "cwd", "env", "command"}` to
+stdin; this answers `{"id", "pid": N}` (or `{"id", "error": ...}`) on stdout, and `{"exited": N}` when a
 runner it forked ends. It exits when stdin closes (the service stopped or died): runs already
 started go on in their own sessions, as after any service restart.
 """
@@ -157,10 +157,12 @@ def serve(stdin: io.BufferedReader, stdout: io.TextIOBase) -> None:
             buffered += chunk
             while b"\n" in buffered:
                 line, buffered = buffered.split(b"\n", 1)
+                request: dict[str, Any] = {}
                 try:
-                    say({"pid": start_run(json.loads(line))})
+                    request = json.loads(line)
+                    say({"id": request.get("id"), "pid": start_run(request)})
                 except Exception as exc:
-                    say({"error": f"{type(exc).__name__}: {exc}"})
+                    say({"id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"})
 
 
 def _reap(say: Any) -> None:

@@ -32,6 +32,7 @@ class Template:
         self._on_exit = on_exit
         self._proc: subprocess.Popen[bytes] | None = None
         self._answers: list[dict[str, Any]] = []
+        self._next_id = 0  # answers carry their request's id: a late answer is never taken for the next one's
         self._ready = threading.Event()
         self._changed = threading.Condition()
         self._lock = threading.Lock()  # one request at a time: answers come back in order
@@ -82,16 +83,22 @@ class Template:
             # Still importing (a second or more after a start): this run starts plainly rather than wait.
             if proc is None or not self._ready.is_set() or proc.poll() is not None or proc.stdin is None:
                 raise TemplateUnavailable("the prestarted interpreter is not ready yet")
-            request = {"state_dir": str(state_dir), "log": str(log_path), "cwd": str(cwd), "env": dict(env),
-                       "command": command}
+            self._next_id += 1
+            request_id = self._next_id
+            request = {"id": request_id, "state_dir": str(state_dir), "log": str(log_path), "cwd": str(cwd),
+                       "env": dict(env), "command": command}
             try:
                 proc.stdin.write(json.dumps(request).encode() + b"\n")
                 proc.stdin.flush()
             except OSError as exc:
                 raise TemplateUnavailable(f"the prestarted interpreter is gone: {exc}") from exc
             with self._changed:
-                answered = self._changed.wait_for(lambda: self._answers or proc.poll() is not None, ANSWER_SECONDS)
-                if not answered or not self._answers:
+                def mine() -> bool:
+                    # Answers to requests that timed out earlier are dropped (their runs went on plainly).
+                    self._answers[:] = [a for a in self._answers if a.get("id", 0) >= request_id]
+                    return bool(self._answers) or proc.poll() is not None
+
+                if not self._changed.wait_for(mine, ANSWER_SECONDS) or not self._answers:
                     raise TemplateUnavailable("the prestarted interpreter did not answer")
                 answer = self._answers.pop(0)
         if "pid" not in answer:

@@ -199,3 +199,20 @@ def test_runs_outlive_the_service_and_its_template_and_are_found_again(tmp_path:
         after.stop()
     assert ended.status is JobStatus.COMPLETED
     assert ended.exit_code == 0
+
+
+def test_a_late_answer_is_never_taken_for_the_next_runs(
+    tmp_path: Path, prestarted: LocalBackend, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.backends import local_template
+
+    monkeypatch.setattr(local_template, "ANSWER_SECONDS", 0.0)  # the template answers after we gave up
+    late = start(prestarted, tmp_path, "JOB1", "startinfo.py")
+    assert isinstance(prestarted._children.get(late.run_id), subprocess.Popen)  # started plainly instead
+    assert wait_end(prestarted, late).status is JobStatus.COMPLETED
+    monkeypatch.setattr(local_template, "ANSWER_SECONDS", 10.0)
+    ref = start(prestarted, tmp_path, "JOB2", "sleeper.py", "--seconds", "30")
+    pid = prestarted._children.get(ref.run_id)
+    assert isinstance(pid, int)
+    assert wait_running(ref)["pid"] == pid  # this run's runner, not the late one's
+    prestarted.cancel(ref, force=False)
