@@ -37,7 +37,7 @@ from service.backends.azureml_progress import (
 from service.backends.azureml_sdk import AzureSdk, load_sdk
 from service.backends.azureml_serving import AzureServing
 from service.backends.azureml_workspace import AzureWorkspace
-from service.backends.base import DatasetInput, RegisteredModel, RunRef, ServeRequest, ServiceState, SubmitRequest
+from service.backends.base import DatasetInput, RegisteredModel, RunRef, SubmitRequest
 from service.core.clock import utcnow
 from service.core.errors import BackendError
 from service.core.rundir import LOG_NAME, RunDir
@@ -272,20 +272,6 @@ class AzureMLBackend(AzureBackendBase):
         """One cheap workspace read; authentication failures surface here."""
         ws = self.workspace.workspace()
         self.workspace.call("reach the workspace", ws.get_details, timeout=min(self.workspace.timeout, 4.0))
-
-    # -- serving (the Serves protocol): web services on the inference targets ------------
-
-    def serving_targets(self) -> Sequence[str]:
-        return self.serving.serving_targets()
-
-    def deploy(self, request: ServeRequest) -> None:
-        self.serving.deploy(request)
-
-    def service_state(self, target: str, service: str) -> ServiceState:
-        return self.serving.service_state(target, service)
-
-    def undeploy(self, target: str, service: str) -> None:
-        self.serving.undeploy(target, service)
 
     def _attach(self, run: RunRef, what: str) -> Any:
         """A Run handle without the SDK's leak: `clean_up=False` (facts §6.7)."""

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from service.backends.base import ComputeInfo, MetricSample, RunRef, RunUpdate
+from service.backends.base import ComputeInfo, MetricSample, RunRef, RunUpdate, ServeRequest, Serves, ServiceState
 from service.core.clock import utcnow
 from service.core.errors import BackendError
 from service.core.rundir import LOG_NAME, RunDir
@@ -243,6 +243,7 @@ class AzureBackendBase:
     sdk_label: Literal["v1", "v2"]
     noun = "run"  # what Azure calls a run in this SDK's words
     before_script: frozenset[str]  # statuses before the script runs: nothing to read yet
+    serving: Serves  # deploys registered models (web services in v1, online endpoints in v2)
 
     def __init__(
         self, settings: Settings, workspace: AzureWorkspaceBase[Any], *, clock: Callable[[], float],
@@ -260,6 +261,20 @@ class AzureBackendBase:
 
     def map_status(self, status: str) -> JobStatus:
         raise NotImplementedError
+
+    # -- serving (the Serves protocol), by the SDK's own deployer in `serving` ---------
+
+    def serving_targets(self) -> Sequence[str]:
+        return self.serving.serving_targets()
+
+    def deploy(self, request: ServeRequest) -> None:
+        self.serving.deploy(request)
+
+    def service_state(self, target: str, service: str) -> ServiceState:
+        return self.serving.service_state(target, service)
+
+    def undeploy(self, target: str, service: str) -> None:
+        self.serving.undeploy(target, service)
 
     # -- lifecycle -----------------------------------------------------------------
 

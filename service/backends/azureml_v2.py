@@ -28,7 +28,7 @@ from service.backends.azureml_v2_progress import from_millis, new_history_sample
 from service.backends.azureml_v2_sdk import V2Sdk, load_v2_sdk
 from service.backends.azureml_v2_serving import AzureV2Serving
 from service.backends.azureml_v2_workspace import AzureV2Workspace
-from service.backends.base import DatasetInput, RegisteredModel, RunRef, ServeRequest, ServiceState, SubmitRequest
+from service.backends.base import DatasetInput, RegisteredModel, RunRef, SubmitRequest
 from service.core.clock import utcnow
 from service.core.errors import BackendError
 from service.core.rundir import LOG_NAME, RunDir
@@ -258,20 +258,6 @@ class AzureMLV2Backend(AzureBackendBase):
         except AzureNotFound:
             return None
         return max(found, key=lambda m: int(m.version) if str(m.version).isdigit() else 0, default=None)
-
-    # -- serving (the Serves protocol): managed online endpoints -------------------------
-
-    def serving_targets(self) -> Sequence[str]:
-        return self.serving.serving_targets()
-
-    def deploy(self, request: ServeRequest) -> None:
-        self.serving.deploy(request)
-
-    def service_state(self, target: str, service: str) -> ServiceState:
-        return self.serving.service_state(target, service)
-
-    def undeploy(self, target: str, service: str) -> None:
-        self.serving.undeploy(target, service)
 
     def check(self) -> None:
         """One cheap workspace read; authentication failures surface here."""
