@@ -44,8 +44,8 @@ typecheck: install
 	$(BIN)/mypy service trainer
 
 test: install install-v2 lint imports typecheck  ## install and run every test
-	$(BIN)/pytest $(addprefix --ignore=,$(V2_TESTS))
-	$(V2_BIN)/pytest $(V2_TESTS)
+	$(BIN)/pytest --durations=25 $(addprefix --ignore=,$(V2_TESTS))
+	$(V2_BIN)/pytest --durations=10 $(V2_TESTS)
 
 fuzz: install  ## schemathesis, every check and phase, 200 examples per operation, with and without keys
 	RUNYARD_FUZZ_EXAMPLES=200 $(BIN)/pytest tests/e2e/test_schemathesis.py

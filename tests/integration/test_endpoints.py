@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,11 +157,16 @@ def test_switching_version_under_load_fails_no_request(client: TestClient, digit
     for thread in threads:
         thread.start()
     try:
+        deadline = time.monotonic() + 60  # the hammers may have died on an error: never wait for ever
         while min(len(s) for s in seen) < 5:
+            assert not failures, failures
+            assert time.monotonic() < deadline, seen
             threading.Event().wait(0.02)
         switched = client.patch("/v1/endpoints/mnist", json={"version": 2})
         after = [len(s) for s in seen]
         while min(len(s) - a for s, a in zip(seen, after, strict=True)) < 5:
+            assert not failures, failures
+            assert time.monotonic() < deadline, seen
             threading.Event().wait(0.02)
     finally:
         stop.set()
