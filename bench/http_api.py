@@ -1,7 +1,9 @@
 """Benchmark 1: runyard's HTTP API beside MLflow's tracking server and a bare FastAPI + SQLModel app.
 
-`python -m bench.http_api [--quick]`. wrk loads each server in turn, interleaved, at
-concurrency 1, 8 and 32; every ratio is computed per repeat from runs made side by side.
+`python -m bench.http_api [--quick] [--only OP ...]`. wrk loads each server in turn, interleaved, at
+concurrency 1, 8 and 32; every ratio is computed per repeat from runs made side by side. `--only`
+loads just those operations (e.g. `--only create`) and skips the cold starts and the list scaling:
+a quick before/after of one path, whose results go to bench/results/http_api-<ops>.json.
 """
 
 from __future__ import annotations
@@ -37,13 +39,18 @@ class Config:
     cold_starts: int = 5
     mlflow_job_runner: bool = False  # one more MLflow start with its job runner on (~1 GB more)
     quick: bool = False
+    ops: tuple[str, ...] = OPS
 
     @classmethod
-    def make(cls, quick: bool, mlflow_job_runner: bool = False) -> Config:
+    def make(cls, quick: bool, mlflow_job_runner: bool = False, ops: tuple[str, ...] = OPS) -> Config:
         if quick:
             return cls(repeats=3, seconds=1, big_jobs=100_000, cold_starts=3, mlflow_job_runner=mlflow_job_runner,
-                       quick=True)
-        return cls(mlflow_job_runner=mlflow_job_runner)
+                       quick=True, ops=ops)
+        return cls(mlflow_job_runner=mlflow_job_runner, ops=ops)
+
+    @property
+    def partial(self) -> bool:
+        return set(self.ops) != set(OPS)
 
 
 @dataclass
@@ -72,7 +79,7 @@ def run(cfg: Config) -> dict[str, Any]:
     seeded = seed_jobs(f"sqlite:///{data_10k / 'runyard.db'}", jobs=cfg.jobs)
     mlflow_exe = mlflow_peer.ensure_mlflow()
 
-    startup = cold_starts(cfg, data_10k, mlflow_exe, work)
+    startup = {} if cfg.partial else cold_starts(cfg, data_10k, mlflow_exe, work)
     subjects: dict[str, Subject] = {}
     runyard: runyard_peer.Runyard | None = None
     mlflow_seed: mlflow_peer.MlflowSeeded | None = None
@@ -94,6 +101,8 @@ def run(cfg: Config) -> dict[str, Any]:
                 subject.server.stop()
         if runyard is not None:
             runyard.stop()
+    if cfg.partial:
+        return report_partial(cfg, machine, load)
     scaling = list_scaling(cfg, wrk, work, seeded.experiments[3])
     return report(cfg, machine, load, startup, scaling, seeded_seconds=seeded.seconds,
                   mlflow_seeded=mlflow_seed is not None)
@@ -137,12 +146,12 @@ def load_all(cfg: Config, wrk: str, subjects: dict[str, Subject], lua: Path) -> 
     order = [p for p in PEERS if p in subjects]
     for rep in range(cfg.repeats):
         rotated = order[rep % len(order):] + order[:rep % len(order)]  # no peer always goes first
-        for op in READS:
+        for op in (op for op in READS if op in cfg.ops):
             for c in CONCURRENCY:
                 for name in rotated:
                     _one(results, wrk, subjects[name], op, c, cfg, lua)
         say(f"reads: repeat {rep + 1}/{cfg.repeats} done")
-    for rep in range(cfg.repeats):
+    for rep in range(cfg.repeats if "create" in cfg.ops else 0):
         for c in CONCURRENCY:
             for name in order:
                 _one(results, wrk, subjects[name], "create", c, cfg, lua)
@@ -257,11 +266,11 @@ def _paired(a: list[WrkResult], b: list[WrkResult], attr: str) -> Stats:
     return Stats.of(ratio(getattr(x, attr), getattr(y, attr)) for x, y in zip(a, b, strict=False))
 
 
-def report(cfg: Config, machine: dict[str, Any], load: dict[Key, list[WrkResult]], startup: dict[str, Any],
-           scaling: dict[str, Any], *, seeded_seconds: float, mlflow_seeded: bool) -> dict[str, Any]:
+def load_tables(cfg: Config, load: dict[Key, list[WrkResult]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Prints the load table and the paired ratios; returns both, keyed `peer|op|c` and `op|c`."""
     table = []
     summary: dict[str, Any] = {}
-    for op in OPS:
+    for op in cfg.ops:
         for c in CONCURRENCY:
             for peer in PEERS:
                 runs = load.get((peer, op, c))
@@ -276,7 +285,7 @@ def report(cfg: Config, machine: dict[str, Any], load: dict[Key, list[WrkResult]
 
     ratios: dict[str, Any] = {}
     rows = []
-    for op in OPS:
+    for op in cfg.ops:
         for c in CONCURRENCY:
             mine = load.get(("runyard", op, c), [])
             vs_mlflow = _paired(mine, load.get(("mlflow", op, c), []), "rps")
@@ -292,7 +301,20 @@ def report(cfg: Config, machine: dict[str, Any], load: dict[Key, list[WrkResult]
                          cpu_bare.fmt(2), p99_bare.fmt(2)])
     print_table("runyard / peer, paired per repeat: median (min–max); CPU columns: peer CPU/req ÷ runyard CPU/req",
                 ["op", "c", "req/s vs MLflow", "CPU vs MLflow", "req/s vs bare", "CPU vs bare", "p99 vs bare"], rows)
+    return summary, ratios
 
+
+def report_partial(cfg: Config, machine: dict[str, Any], load: dict[Key, list[WrkResult]]) -> dict[str, Any]:
+    """The load and ratio tables of the operations `--only` picked; no targets (they need every row)."""
+    summary, ratios = load_tables(cfg, load)
+    results = {"load": summary, "ratios": ratios}
+    write_results(f"http_api-{'-'.join(cfg.ops)}", config=asdict(cfg), results=results, targets=[], machine=machine)
+    return results
+
+
+def report(cfg: Config, machine: dict[str, Any], load: dict[Key, list[WrkResult]], startup: dict[str, Any],
+           scaling: dict[str, Any], *, seeded_seconds: float, mlflow_seeded: bool) -> dict[str, Any]:
+    summary, ratios = load_tables(cfg, load)
     start_rows = [[label, d["ready_s"].fmt(2), d["rss_mb"].fmt(0), d["ready_s"].n] for label, d in startup.items()]
     print_table("Cold start (spawn -> ready) and idle RSS (process tree)", ["server", "ready s", "idle RSS MB", "n"],
                 start_rows)
@@ -366,8 +388,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer repeats, 100k not 1M jobs")
     parser.add_argument("--mlflow-job-runner", action="store_true",
                         help="also start MLflow once with its job runner on, for its idle RSS")
+    parser.add_argument("--only", nargs="+", choices=OPS, metavar="OP",
+                        help=f"load only these operations ({', '.join(OPS)}); no cold starts, no list scaling")
     args = parser.parse_args(argv)
-    run(Config.make(args.quick, args.mlflow_job_runner))
+    ops = tuple(op for op in OPS if op in args.only) if args.only else OPS
+    run(Config.make(args.quick, args.mlflow_job_runner, ops))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def subscribe(events: Events, *, metrics: Metrics, dispatcher: Dispatcher, polle
 
     wakes: dict[Event, list[Handler]] = {
         Event.JOB_ACCEPTED: [count_submit],
-        Event.JOB_QUEUED: [waker(dispatcher.loop.wake)],
+        Event.JOB_QUEUED: [dispatcher.job_queued],
         Event.CANCEL_REQUESTED: [waker(poller.loop.wake), waker(dispatcher.loop.wake)],
         Event.RUN_SUBMITTED: [waker(poller.loop.wake)],
         Event.RUN_EXITED: [waker(poller.loop.wake)],

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from service.backends.base import RunRef
 from service.core.clock import utcnow
 from service.core.errors import BackendError, NotFound, RunyardError
-from service.core.events import Event
+from service.core.events import Event, Notice
 from service.core.loop import BackgroundLoop
 from service.core.states import JobStatus
 from service.db.tables import Job
@@ -58,7 +58,20 @@ class Dispatcher:
         self._clock = clock
         self._inflight: set[str] = set()
         self._retry_at: dict[str, tuple[int, float]] = {}
+        # Targets whose every slot was taken at the last look. A job queued for one of them cannot
+        # start before a slot frees, and what frees one (JOB_ENDED, CANCEL_REQUESTED) wakes the loop
+        # itself; another replica's freed slot is that replica's to fill, or the next interval's.
+        self._full: frozenset[str] = frozenset()
         self.loop = BackgroundLoop("dispatcher", self.tick, runtime.settings.poll_interval_seconds)
+
+    def job_queued(self, notice: Notice) -> None:
+        """Wake for a newly queued job, unless its target was full at the last look.
+
+        Under a burst of submits to a full target, each one would otherwise cost a tick that reads
+        every queued job's count only to find no slot.
+        """
+        if notice.subject is None or notice.subject not in self._full:
+            self.loop.wake()
 
     async def tick(self) -> None:
         claimed = await asyncio.to_thread(self._claim)
@@ -91,7 +104,7 @@ class Dispatcher:
         pending = [j for j in unsubmitted if j.id in self._inflight or self._due(j.id, now)]
         stale = {j.id for j in pending if leases.needs_renewal(j, me, now=wall, seconds=ttl)}
         claimed = [j.id for j in pending if j.id not in self._inflight and j.id not in stale]
-        free, gone = self._free_slots(waiting, active)
+        free, gone, self._full = self._free_slots(waiting, active)
         if free or gone or stale:
             with self.runtime.uow() as tx:
                 held = leases.take(tx.session, stale, me, now=wall, seconds=ttl) if stale else set()
@@ -125,11 +138,13 @@ class Dispatcher:
 
     def _free_slots(
         self, queued: dict[str, int], active: dict[tuple[str, str | None], int]
-    ) -> tuple[dict[str, int], list[str]]:
-        """Target -> how many of its queued jobs to start now; and the targets that no longer exist,
-        whose queued jobs are failed (they would otherwise wait for the queue timeout)."""
+    ) -> tuple[dict[str, int], list[str], frozenset[str]]:
+        """Target -> how many of its queued jobs to start now; the targets that no longer exist,
+        whose queued jobs are failed (they would otherwise wait for the queue timeout); and the
+        targets with every slot taken."""
         free: dict[str, int] = {}
         gone: list[str] = []
+        full: set[str] = set()
         for target, waiting in queued.items():
             try:
                 backend = self.runtime.backends.for_target(target)
@@ -144,7 +159,9 @@ class Dispatcher:
             slots = CLAIM_BATCH if limit is None else limit - running
             if slots > 0:
                 free[target] = min(slots, waiting, CLAIM_BATCH)
-        return free, gone
+            elif limit:  # not 0: an Azure cluster still provisioning opens without any event
+                full.add(target)
+        return free, gone, frozenset(full)
 
     def _due(self, job_id: str, now: float) -> bool:
         attempt = self._retry_at.get(job_id)

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from service.app import subscribe
 from service.backends.targets import Backends
 from service.core.clock import utcnow
 from service.core.errors import IllegalTransition
-from service.core.events import Event
+from service.core.events import Event, Notice
+from service.core.metrics import Metrics
 from service.core.states import JobStatus
 from service.db.tables import JobAttempt
 from service.jobs import lifecycle
@@ -19,7 +21,8 @@ from service.jobs import service as jobs
 from service.jobs.dispatcher import MAX_BACKOFF_SECONDS, Dispatcher
 from service.jobs.poller import Poller
 from service.runtime import Runtime
-from tests.support.backend import FakeBackend, FakeClock
+from service.sweeps.sweeper import Sweeper
+from tests.support.backend import TARGET, FakeBackend, FakeClock
 from tests.support.core import Heard, core_runtime, job, queue_job
 
 
@@ -59,6 +62,52 @@ def test_dispatcher_respects_the_targets_capacity(tmp_path: Path) -> None:
     tick(Dispatcher(runtime))
     assert (job(runtime, first).status, job(runtime, second).status) == (JobStatus.STARTING, JobStatus.QUEUED)
     assert backend.calls["submit"] == 1
+
+
+def test_a_job_queued_for_a_full_target_wakes_nobody_until_a_slot_frees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, backend = core_runtime(tmp_path, capacity=1)
+    dispatcher, poller = Dispatcher(runtime), Poller(runtime)
+    woken: list[str] = []
+    monkeypatch.setattr(dispatcher.loop, "wake", lambda: woken.append("dispatcher"))  # before the app subscribes it
+    subscribe(runtime.events, metrics=Metrics(), dispatcher=dispatcher, poller=poller, sweeper=Sweeper(runtime))
+    first = queue_job(runtime)
+    assert woken == ["dispatcher"]  # nothing known about the target yet
+    backend.script(first, JobStatus.COMPLETED)
+    tick(dispatcher)
+    second = queue_job(runtime)
+    assert woken == ["dispatcher"] * 2  # the last look found a slot
+    tick(dispatcher)  # the second waits: the first holds the only slot
+    third = queue_job(runtime)
+    assert woken == ["dispatcher"] * 2  # the target was full: no tick for it
+    assert [job(runtime, j).status for j in (first, second, third)] == [
+        JobStatus.STARTING, JobStatus.QUEUED, JobStatus.QUEUED]
+    tick(poller)  # the first ends: that wakes the dispatcher, which starts the oldest queued job
+    assert woken == ["dispatcher"] * 3
+    backend.script(second, JobStatus.COMPLETED)
+    tick(dispatcher)
+    tick(poller)
+    tick(dispatcher)
+    assert [job(runtime, j).status for j in (first, second, third)] == [
+        JobStatus.COMPLETED, JobStatus.COMPLETED, JobStatus.STARTING]
+    assert backend.calls["submit"] == 3
+
+
+@pytest.mark.parametrize("capacity", [None, 0])
+def test_a_target_without_a_limit_or_with_none_yet_is_never_taken_for_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capacity: int | None
+) -> None:
+    # An Azure cluster still provisioning has capacity 0 and opens without any event: keep waking.
+    runtime, _ = core_runtime(tmp_path, capacity=capacity)
+    dispatcher = Dispatcher(runtime)
+    for _ in range(3):
+        queue_job(runtime)
+        tick(dispatcher)
+    woken: list[str] = []
+    monkeypatch.setattr(dispatcher.loop, "wake", lambda: woken.append("dispatcher"))
+    dispatcher.job_queued(Notice(Event.JOB_QUEUED, TARGET))
+    assert woken == ["dispatcher"]
 
 
 def test_poller_moves_a_run_to_its_end_and_a_terminal_job_never_changes(core: tuple[Runtime, FakeBackend]) -> None:
