@@ -78,6 +78,9 @@ def submit_job(
         # The path's form is the schema's (RelPath); what the source folder holds is the server's.
         raise NotFound(f"script {spec.script!r} is not a file in source {spec.source!r}")
     env = catalog.get_environment(session, name=spec.environment, version=spec.environment_version)
+    now = utcnow()
+    # Every field with a default factory is given: pydantic inspects a factory's signature on each
+    # call, which was most of building the row.
     job = Job(
         id=new_id(),
         experiment=spec.experiment,
@@ -96,6 +99,9 @@ def submit_job(
         request_hash=digest,
         max_retries=spec.max_retries,
         max_run_duration_seconds=spec.max_run_duration_seconds,
+        files=[],
+        created_at=now,
+        updated_at=now,
     )
     catalog.ensure_experiment(session, name=spec.experiment)
     session.add(job)
