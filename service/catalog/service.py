@@ -6,8 +6,9 @@ import logging
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -39,6 +40,16 @@ OPEN_MNIST = DatasetCreate(
 _OPEN_DATASETS = "azureml://opendatasets/"
 # Experiments are never deleted: every submit names one, and a known one costs no read.
 _EXPERIMENTS = CommittedRows("experiment")
+# What a submit pins, as statements built once: composing a select costs SQLAlchemy more than
+# running it (it caches the compiled SQL, not the statement), and a submit runs one per lookup.
+_LATEST_ENVIRONMENT = (select(Environment.version).where(col(Environment.name) == bindparam("name"))
+                       .order_by(col(Environment.version).desc()).limit(1))
+_ENVIRONMENT_VERSION = select(Environment.version).where(
+    col(Environment.name) == bindparam("name"), col(Environment.version) == bindparam("version"))
+_LATEST_DATASET = (select(Dataset.version, Dataset.uri).where(col(Dataset.name) == bindparam("name"))
+                   .order_by(col(Dataset.version).desc()).limit(1))
+_DATASET_VERSION = select(Dataset.version, Dataset.uri).where(
+    col(Dataset.name) == bindparam("name"), col(Dataset.version) == bindparam("version"))
 
 
 def ensure_experiment(session: Session, *, name: str) -> None:
@@ -91,10 +102,26 @@ def get_environment(session: Session, *, name: str, version: int | None) -> Envi
     stmt = stmt.where(Environment.version == version) if version else stmt.order_by(col(Environment.version).desc())
     env = session.exec(stmt.limit(1)).first()
     if env is None:
-        if version is None:
-            raise unknown("environment", name, session.exec(select(Environment.name).distinct()))
-        raise NotFound(f"environment {name!r} version {version} does not exist")
+        raise _missing(session, Environment, name=name, version=version)
     return env
+
+
+def pinned_environment_version(session: Session, *, name: str, version: int | None) -> int:
+    """The version of an environment a job pins: `version`, or the latest when None; 404s as get_environment's."""
+    stmt, params = ((_ENVIRONMENT_VERSION, {"name": name, "version": version}) if version
+                    else (_LATEST_ENVIRONMENT, {"name": name}))
+    found = session.execute(stmt, params).scalar()
+    if found is None:
+        raise _missing(session, Environment, name=name, version=version)
+    return int(found)
+
+
+def _missing(session: Session, table: type[Environment] | type[Dataset], *, name: str, version: int | None) -> NotFound:
+    """The 404 for a version of an environment or dataset: the near names when the name itself is unknown."""
+    kind = table.__tablename__
+    if version is None:
+        return unknown(str(kind), name, session.exec(select(table.name).distinct()))
+    return NotFound(f"{kind} {name!r} version {version} does not exist")
 
 
 def list_environments(session: Session, *, limit: int, cursor: str | None) -> tuple[list[Environment], str | None]:
@@ -180,17 +207,24 @@ def get_dataset(session: Session, *, name: str, version: int | None) -> Dataset:
     stmt = stmt.where(Dataset.version == version) if version else stmt.order_by(col(Dataset.version).desc())
     dataset = session.exec(stmt.limit(1)).first()
     if dataset is None:
-        if version is None:
-            raise unknown("dataset", name, session.exec(select(Dataset.name).distinct()))
-        raise NotFound(f"dataset {name!r} version {version} does not exist")
+        raise _missing(session, Dataset, name=name, version=version)
     return dataset
 
 
-def require_usable(dataset: Dataset) -> None:
-    """An Azure Open Dataset needs azureml-opendatasets next to the service (checked without importing it)."""
-    if dataset.uri is not None and dataset.uri.startswith(_OPEN_DATASETS) and not opendatasets_installed():
-        raise InvalidRequest(f"dataset {dataset.name!r} comes from Azure Open Datasets, and azureml-opendatasets "
+def pinned_dataset_version(session: Session, *, name: str, version: int | None) -> int:
+    """The version of a dataset a job pins (`version`, or the latest when None), once known usable here.
+
+    404s as get_dataset's; an Azure Open Dataset without azureml-opendatasets installed is a 422.
+    """
+    stmt = _DATASET_VERSION if version else _LATEST_DATASET
+    row = session.execute(stmt, {"name": name, "version": version} if version else {"name": name}).first()
+    if row is None:
+        raise _missing(session, Dataset, name=name, version=version)
+    found, uri = cast("tuple[int, str | None]", tuple(row))
+    if uri is not None and uri.startswith(_OPEN_DATASETS) and not opendatasets_installed():
+        raise InvalidRequest(f"dataset {name!r} comes from Azure Open Datasets, and azureml-opendatasets "
                              "is not installed with this service: pip install 'runyard[azure]'")
+    return int(found)
 
 
 def opendatasets_installed() -> bool:

@@ -77,7 +77,8 @@ def submit_job(
     if not _is_script(sources[spec.source], spec.script):
         # The path's form is the schema's (RelPath); what the source folder holds is the server's.
         raise NotFound(f"script {spec.script!r} is not a file in source {spec.source!r}")
-    env = catalog.get_environment(session, name=spec.environment, version=spec.environment_version)
+    environment_version = catalog.pinned_environment_version(
+        session, name=spec.environment, version=spec.environment_version)
     now = utcnow()
     # Every field with a default factory is given: pydantic inspects a factory's signature on each
     # call, which was most of building the row.
@@ -88,8 +89,8 @@ def submit_job(
         script=spec.script,
         arguments=[_pin(session, arg) for arg in spec.arguments],
         compute_target=spec.compute_target,
-        environment=env.name,
-        environment_version=env.version,
+        environment=spec.environment,
+        environment_version=environment_version,
         tags=dict(spec.tags),
         sweep_id=sweep.sweep_id if sweep else None,
         sweep_index=sweep.index if sweep else None,
@@ -140,9 +141,8 @@ def _by_key(session: Session, key: str, digest: str) -> Job | None:
 def _pin(session: Session, arg: Any) -> Any:
     """Dataset arguments keep the version that was latest at submit time."""
     if isinstance(arg, DatasetArgument):
-        dataset = catalog.get_dataset(session, name=arg.dataset, version=arg.version)
-        catalog.require_usable(dataset)
-        return {"dataset": dataset.name, "version": dataset.version, "mode": arg.mode}
+        version = catalog.pinned_dataset_version(session, name=arg.dataset, version=arg.version)
+        return {"dataset": arg.dataset, "version": version, "mode": arg.mode}
     return arg
 
 
