@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from service.backends.azureml_inference import InferenceTargets, with_log_tail
 from service.backends.azureml_sdk import AzureNotFound
 from service.backends.azureml_workspace import AzureWorkspace
 from service.backends.base import ServeRequest, ServiceState
@@ -24,21 +25,17 @@ log = logging.getLogger(__name__)
 
 # Webservice.state values (azureml-core webservice.py: wait_for_deployment) in runyard's words.
 STATES: dict[str, str] = {"Transitioning": "creating", "Healthy": "ready", "Unhealthy": "failed", "Failed": "failed"}
-# The inference server a v1 image runs score.py with comes with one of these (the tutorial's env lists the first).
-INFERENCE_PACKAGES = ("azureml-defaults", "azureml-inference-server-http")
-LOG_TAIL_LINES = 3
 V1_MODEL_ID = re.compile(r"^(?P<name>[^:/]+):(?P<version>\d+)$")
 
 
-class AzureServing:
+class AzureServing(InferenceTargets):
     """Deploys, reads and deletes the web services of the v1 inference targets (ACI, AKS)."""
 
-    def __init__(self, workspace: AzureWorkspace, targets: Sequence[AzureInferenceSpec]) -> None:
-        self.workspace = workspace
-        self.targets = {t.name: t for t in targets}
+    sdk_label = "v1"
 
-    def serving_targets(self) -> list[str]:
-        return list(self.targets)
+    def __init__(self, workspace: AzureWorkspace, targets: Sequence[AzureInferenceSpec]) -> None:
+        super().__init__(targets)
+        self.workspace = workspace
 
     def deploy(self, request: ServeRequest) -> None:
         """`Model.deploy` of the registered model with a generated score.py; an existing service is adopted."""
@@ -46,17 +43,7 @@ class AzureServing:
         if self._find(request.service) is not None:
             log.info("web service %s already exists: adopted", request.service)
             return
-        packages = {re.split(r"[<>=!~\[ ]", p, maxsplit=1)[0].lower() for p in request.environment.pip_packages}
-        if not packages & set(INFERENCE_PACKAGES):
-            raise BackendError(
-                f"environment {request.environment.name} v{request.environment.version} has neither of "
-                f"{', '.join(INFERENCE_PACKAGES)}: Azure's inference server cannot run score.py without one",
-                transient=False)
-        found = V1_MODEL_ID.match(request.model_location)
-        if found is None:
-            raise BackendError(f"model {request.model_name} is stored at {request.model_location!r}, not in an "
-                               "Azure ML workspace (SDK v1): deploy it to the compute it was registered on",
-                               transient=False)
+        found = self._check_deployable(request, V1_MODEL_ID)
         ws, sdk = self.workspace, self.workspace.sdk
         model = ws.call(f"read model {request.model_location}", sdk.Model, ws.workspace(), name=found["name"],
                         version=int(found["version"]))
@@ -119,17 +106,5 @@ class AzureServing:
         error = svc.error
         message = error.get("message") if isinstance(error, dict) else (str(error) if error else None)
         text = f"the web service is {raw}" + (f": {' '.join(str(message).split())}" if message else "")
-        try:
-            logs = str(self.workspace.call(f"read the log of {svc.name}", svc.get_logs, num_lines=50) or "")
-        except BackendError as exc:
-            log.info("log of %s unreadable: %s", svc.name, exc.message)
-            logs = ""
-        tail = [line.strip() for line in logs.splitlines() if line.strip()][-LOG_TAIL_LINES:]
-        return (text + (" | log: " + " / ".join(tail) if tail else ""))[:2000]
-
-    def _spec(self, target: str) -> AzureInferenceSpec:
-        spec = self.targets.get(target)
-        if spec is None:
-            raise BackendError(f"{target!r} is not an inference target of the Azure ML (v1) workspace",
-                               transient=False)
-        return spec
+        return with_log_tail(text, svc.name,
+                             lambda: self.workspace.call(f"read the log of {svc.name}", svc.get_logs, num_lines=50))

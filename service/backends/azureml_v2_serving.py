@@ -14,8 +14,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from service.backends.azureml_inference import InferenceTargets, with_log_tail
 from service.backends.azureml_sdk import AzureNotFound
-from service.backends.azureml_serving import INFERENCE_PACKAGES
 from service.backends.azureml_v2_workspace import AzureV2Workspace
 from service.backends.base import ServeRequest, ServiceState
 from service.backends.scoring_script import SCRIPT_NAME, write_score_script
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 BUSY = frozenset({"Creating", "Updating", "Provisioning"})
 FAILED = frozenset({"Failed", "Canceled"})
 V2_MODEL_ID = re.compile(r"^azureml:[^:/]+:[^:/]+$")
-LOG_TAIL_LINES = 3
 
 
 def split_service(service: str) -> tuple[str, str]:
@@ -36,29 +35,19 @@ def split_service(service: str) -> tuple[str, str]:
     return endpoint, f"version-{version}"
 
 
-class AzureV2Serving:
+class AzureV2Serving(InferenceTargets):
     """Deploys, reads and deletes the managed online deployments of the v2 inference targets."""
 
-    def __init__(self, workspace: AzureV2Workspace, targets: Sequence[AzureInferenceSpec]) -> None:
-        self.workspace = workspace
-        self.targets = {t.name: t for t in targets}
+    sdk_label = "v2"
 
-    def serving_targets(self) -> list[str]:
-        return list(self.targets)
+    def __init__(self, workspace: AzureV2Workspace, targets: Sequence[AzureInferenceSpec]) -> None:
+        super().__init__(targets)
+        self.workspace = workspace
 
     def deploy(self, request: ServeRequest) -> None:
         """Create the online endpoint if missing, then the version's deployment once the endpoint is up."""
         spec = self._spec(request.target)
-        packages = {re.split(r"[<>=!~\[ ]", p, maxsplit=1)[0].lower() for p in request.environment.pip_packages}
-        if not packages & set(INFERENCE_PACKAGES):
-            raise BackendError(
-                f"environment {request.environment.name} v{request.environment.version} has neither of "
-                f"{', '.join(INFERENCE_PACKAGES)}: Azure's inference server cannot run score.py without one",
-                transient=False)
-        if V2_MODEL_ID.match(request.model_location) is None:
-            raise BackendError(f"model {request.model_name} is stored at {request.model_location!r}, not in an "
-                               "Azure ML workspace (SDK v2): deploy it to the compute it was registered on",
-                               transient=False)
+        self._check_deployable(request, V2_MODEL_ID)
         ws, sdk, client = self.workspace, self.workspace.sdk, self.workspace.client()
         name, deployment = split_service(request.service)
         endpoint = self._endpoint(name)
@@ -144,20 +133,6 @@ class AzureV2Serving:
 
     def _reason(self, endpoint: str, deployment: str, raw: str) -> str:
         """The failure with the last lines of the deployment's container log (score.py's init() traceback)."""
-        text = f"the online deployment is {raw}"
-        try:
-            logs = str(self.workspace.call(f"read the log of {deployment}",
-                                           self.workspace.client().online_deployments.get_logs, deployment, endpoint,
-                                           50) or "")
-        except BackendError as exc:
-            log.info("log of %s unreadable: %s", deployment, exc.message)
-            logs = ""
-        tail = [line.strip() for line in logs.splitlines() if line.strip()][-LOG_TAIL_LINES:]
-        return (text + (" | log: " + " / ".join(tail) if tail else ""))[:2000]
-
-    def _spec(self, target: str) -> AzureInferenceSpec:
-        spec = self.targets.get(target)
-        if spec is None:
-            raise BackendError(f"{target!r} is not an inference target of the Azure ML (v2) workspace",
-                               transient=False)
-        return spec
+        return with_log_tail(f"the online deployment is {raw}", deployment, lambda: self.workspace.call(
+            f"read the log of {deployment}", self.workspace.client().online_deployments.get_logs, deployment,
+            endpoint, 50))
