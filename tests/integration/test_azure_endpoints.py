@@ -23,7 +23,8 @@ from sklearn.linear_model import LogisticRegression
 
 from service.app import create_app
 from service.backends.azureml import AzureMLBackend
-from service.backends.base import Backend
+from service.backends.azureml_serving import AzureServing
+from service.backends.base import Backend, ServeRequest
 from service.backends.local import LocalBackend
 from service.core.settings import Settings
 from tests.fakes.azureml import WORKSPACE_SETTINGS, FakeAzure, RunScript, service_error
@@ -285,3 +286,29 @@ def test_an_unknown_inference_target_is_a_404_naming_the_known_ones(client: Test
     assert unknown.status_code == 404
     assert "local, aci" in unknown.json()["detail"]
     assert fake.calls["Model.deploy"] == 0
+
+
+def test_a_delete_while_the_deploy_call_runs_leaves_no_service_behind(
+    client: TestClient, fake: FakeAzure, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    train_and_register(client, fake, 0.5)
+    inside, release = threading.Event(), threading.Event()
+    real = AzureServing.deploy
+
+    def slow_deploy(self: AzureServing, request: ServeRequest) -> None:
+        inside.set()
+        release.wait(30)  # Azure still working on Model.deploy when the DELETE arrives
+        real(self, request)
+
+    monkeypatch.setattr(AzureServing, "deploy", slow_deploy)
+    made = client.post("/v1/endpoints", json={"name": "mnist-svc", "model": "sklearn_mnist", "version": 1,
+                                              "compute": "aci"})
+    assert made.status_code == 201, made.text
+    assert inside.wait(30)
+    assert client.delete("/v1/endpoints/mnist-svc").status_code == 204
+    assert client.get("/v1/endpoints/mnist-svc").status_code == 404
+    release.set()  # the call ends by creating the service...
+    eventually(lambda: {"calls": fake.calls["Model.deploy"]}, lambda c: c["calls"] == 1)
+    # ...which the delete then removes, instead of leaving it running (and billed) in the workspace.
+    eventually(lambda: {"deleted": fake.services.deleted}, lambda d: d["deleted"] == [made.json()["service"]])
+    assert fake.services.records == {}

@@ -33,6 +33,8 @@ T = TypeVar("T")
 
 # A service being deleted is first left this long to answer the requests already sent to it.
 DRAIN_SECONDS = 60.0
+# A deploy makes a few SDK calls (read the model, the environment, deploy), each bounded by the call timeout.
+CALLS_PER_DEPLOY = 4
 MAX_RETRY_SECONDS = 30.0
 
 
@@ -74,6 +76,9 @@ class Remote:
     switch_error: str | None = None
     inflight: dict[str, int] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
+    switching: asyncio.Task[None] | None = None
+    # Deploy calls in the SDK's thread: cancelling the task that awaits one does not stop it.
+    deploys: set[asyncio.Future[None]] = field(default_factory=set)
 
 
 class RemoteEndpoints:
@@ -121,8 +126,11 @@ class RemoteEndpoints:
         """Deploy, then read the state until it is ready or failed; transient faults are retried."""
         delay = self.poll_seconds
         while True:
+            call = asyncio.ensure_future(asyncio.to_thread(backend.deploy, request))
+            remote.deploys.add(call)
+            call.add_done_callback(_settled(remote.deploys))
             try:
-                await asyncio.to_thread(backend.deploy, request)
+                await asyncio.shield(call)  # a DELETE meanwhile waits for the call (see `remove`)
                 break
             except BackendError as exc:
                 if not exc.transient:
@@ -189,7 +197,7 @@ class RemoteEndpoints:
         if remote.pending_version is not None:
             raise Conflict(f"endpoint {remote.name!r} is already moving to version {remote.pending_version}")
         remote.pending_version, remote.switch_error = version, None
-        self._spawn(self._switch(remote, request, backend, version))
+        remote.switching = self._spawn(self._switch(remote, request, backend, version))
 
     async def _switch(self, remote: Remote, request: ServeRequest, backend: Serves, version: int) -> None:
         try:
@@ -223,17 +231,29 @@ class RemoteEndpoints:
         remote = self._live.pop(name, None)
         if remote is None:
             return
-        if remote.task is not None and not remote.task.done():
-            remote.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await remote.task
-        if backend is None:
-            return
         services = [remote.service]
         if remote.pending_version is not None:
             services.append(service_name(name, remote.pending_version))
+        for task in (remote.task, remote.switching):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if backend is None:
+            return
+        if remote.deploys:
+            # A deploy already in the SDK's thread would create its service after a delete made now:
+            # delete once it has returned (in the background: the endpoint is gone for the API already).
+            self._spawn(self._undeploy_after(set(remote.deploys), backend, remote.target, services))
+            return
         for service in services:
             await self._undeploy(backend, remote.target, service)
+
+    async def _undeploy_after(self, calls: set[asyncio.Future[None]], backend: Serves, target: str,
+                              services: list[str]) -> None:
+        await asyncio.wait(calls, timeout=self.settings.azureml_call_timeout_seconds * CALLS_PER_DEPLOY)
+        for service in services:
+            await self._undeploy(backend, target, service)
 
     async def _undeploy(self, backend: Serves, target: str, service: str) -> None:
         try:
@@ -241,10 +261,11 @@ class RemoteEndpoints:
         except BackendError as exc:
             log.warning("deleting web service %s failed (left in the workspace): %s", service, exc.message)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def stop(self) -> None:
         """Stop following; the services keep running (a restart adopts them)."""
@@ -256,6 +277,16 @@ class RemoteEndpoints:
         self._live.clear()
         if self._http is not None:
             await self._http.aclose()
+
+
+def _settled(calls: set[asyncio.Future[None]]) -> Callable[[asyncio.Future[None]], None]:
+    """Forget a finished deploy call; its error was seen by whoever awaited it, or matters to no one."""
+    def done(call: asyncio.Future[None]) -> None:
+        calls.discard(call)
+        if not call.cancelled():
+            call.exception()  # retrieved: no "exception was never retrieved" for an abandoned call
+
+    return done
 
 
 def _answer(name: str, reply: httpx.Response) -> dict[str, Any]:
