@@ -11,13 +11,13 @@ from sse_starlette import EventSourceResponse
 
 from service.api.deps import Cursor, IntCursor, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS, RUN_ELSEWHERE
-from service.api.responses import json_response
+from service.api.responses import json_response, page_response
 from service.core.clock import utcnow
 from service.core.errors import InvalidRequest
 from service.core.schemas import MAX_OFFSET, RELATIVE_PATH_PATTERN, Page
 from service.core.states import JobStatus
 from service.db.tables import Job, JobAttempt
-from service.jobs import artifacts, hosts, log_stream
+from service.jobs import artifacts, hosts, log_stream, public_rows
 from service.jobs import service as jobs
 from service.jobs.schemas import (
     AttemptPublic,
@@ -82,11 +82,15 @@ async def list_jobs(
     cursor: Cursor = None,
 ) -> Response:
     def page(session: Session) -> Response:
-        items, next_cursor = jobs.list_jobs(session, experiment=experiment, status=status, tag=tag,
-                                            limit=limit, cursor=cursor, sweep_id=sweep_id)
-        return json_response(Page[JobPublic](items=_with_attempts(session, items), next_cursor=next_cursor))
+        rows, next_cursor = jobs.list_job_rows(session, public_rows.SELECT, experiment=experiment, status=status,
+                                               tag=tag, limit=limit, cursor=cursor, sweep_id=sweep_id)
+        return page_response(public_rows.items(session, rows), next_cursor)
 
-    # A filter by tag (or by experiment alone) may scan: not on the event loop.
+    if jobs.list_is_bounded(experiment=experiment, status=status, tag=tag, sweep_id=sweep_id):
+        # A page along an index (on SQLite: on the event loop, as a read by key): the hop to a
+        # worker thread, and the GIL handoffs between 32 such threads, cost more than the page.
+        return await runtime.db.read(page)
+    # A filter by tag, sweep or experiment alone may scan: not on the event loop.
     return await runtime.db.read_in_thread(page)
 
 
@@ -123,9 +127,8 @@ async def get_metric_history(
     job_id: str, name: str, runtime: RuntimeDep, limit: Limit = 500, cursor: IntCursor = None
 ) -> Response:
     def read(session: Session) -> Response:
-        jobs.require_job(session, job_id=job_id)
         points, next_cursor = artifacts.metric_history(session, job_id=job_id, name=name, limit=limit, cursor=cursor)
-        return json_response(Page[MetricPointPublic].model_construct(items=points, next_cursor=next_cursor))
+        return page_response([p._asdict() for p in points], next_cursor)
 
     return await runtime.db.read(read)  # one page of an index
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func
+from sqlalchemy import ColumnElement, Row, Select, exists, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -171,7 +171,45 @@ def list_jobs(
     sweep_id: str | None = None,
 ) -> tuple[list[Job], str | None]:
     """Jobs newest first, filtered by experiment, status, one `key:value` tag and sweep."""
-    stmt = select(Job)
+    stmt = _filtered(session, select(Job), experiment=experiment, status=status, tag=tag, sweep_id=sweep_id)
+    return keyset_page(session, stmt, [col(Job.id)], lambda j: [j.id], limit=limit, cursor=cursor, descending=True)
+
+
+def list_job_rows(
+    session: Session,
+    base: Select[Any],
+    *,
+    experiment: str | None,
+    status: JobStatus | None,
+    tag: str | None,
+    limit: int,
+    cursor: str | None,
+    sweep_id: str | None = None,
+) -> tuple[list[Row[Any]], str | None]:
+    """`list_jobs` as rows of `base`, a select of Job's columns (`Job.id` first): no mapped object per row."""
+    stmt = _filtered(session, base, experiment=experiment, status=status, tag=tag, sweep_id=sweep_id)
+    return keyset_page(session, stmt, [col(Job.id)], lambda r: [r[0]], limit=limit, cursor=cursor, descending=True)
+
+
+def list_is_bounded(*, experiment: str | None, status: JobStatus | None, tag: str | None, sweep_id: str | None) -> bool:
+    """True when a page of this list is read along an index, so its cost is bounded by the page size.
+
+    No filter (the primary key), a status (ix_job_status_id) and an experiment with a status
+    (ix_job_experiment_status_id) all give rows newest first straight from an index; a tag, an
+    experiment alone or a sweep may read (or sort) every job they match first.
+    """
+    return tag is None and sweep_id is None and (status is not None or experiment is None)
+
+
+def _filtered(
+    session: Session,
+    stmt: Any,
+    *,
+    experiment: str | None,
+    status: JobStatus | None,
+    tag: str | None,
+    sweep_id: str | None,
+) -> Any:
     if sweep_id is not None:
         stmt = stmt.where(Job.sweep_id == sweep_id)
     if experiment is not None:
@@ -183,7 +221,7 @@ def list_jobs(
         if not sep or not key:
             raise InvalidRequest("tag filter must look like key:value")
         stmt = stmt.where(_tag_is(session, key, value))
-    return keyset_page(session, stmt, [col(Job.id)], lambda j: [j.id], limit=limit, cursor=cursor, descending=True)
+    return stmt
 
 
 def _tag_is(session: Session, key: str, value: str) -> ColumnElement[bool]:
