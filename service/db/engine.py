@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pydantic_core
 from anyio.to_thread import run_sync
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
@@ -27,6 +29,18 @@ _OS_UNAVAILABLE = {errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE}
 # closes and reopens a connection (and its four PRAGMAs) on most requests under concurrency.
 SQLITE_POOL_SIZE = 48
 T = TypeVar("T")
+
+
+def read_json(text: str) -> Any:
+    """A JSON column's value: pydantic's parser, ~4x json.loads (a list page reads two per job).
+
+    It gives what json.loads gives (big integers, NaN and Infinity, the last of duplicate keys);
+    the one text it refuses that json.loads reads, a lone surrogate escape, goes to json.loads.
+    """
+    try:
+        return pydantic_core.from_json(text)
+    except ValueError:
+        return json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,8 @@ class Database:
             # A server connection costs the server a process: keep a bounded pool per replica,
             # large enough for the loops plus a burst of requests.
             pool = {"pool_size": 10, "max_overflow": 20, "pool_timeout": 10}
-        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite, **pool)
+        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite,
+                                            json_deserializer=read_json, **pool)
         self.writes = WriteHealth()
         _track_writes(self.engine, self.writes)
         if self.is_sqlite:
