@@ -153,6 +153,8 @@ class Settings(BaseSettings):
     endpoint_batch_window_ms: float = Field(default=1.0, ge=0)
     endpoint_load_timeout_seconds: float = Field(default=120.0, gt=0)
     endpoint_predict_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A ready endpoint on an inference target: how often its service's state is read again.
+    endpoint_recheck_seconds: float = Field(default=60.0, gt=0)
 
     # Azure ML: a config.json path, or subscription + resource group + workspace name.
     # Unset: the local target only, and azureml is never imported.

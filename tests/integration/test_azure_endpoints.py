@@ -312,3 +312,27 @@ def test_a_delete_while_the_deploy_call_runs_leaves_no_service_behind(
     # ...which the delete then removes, instead of leaving it running (and billed) in the workspace.
     eventually(lambda: {"deleted": fake.services.deleted}, lambda d: d["deleted"] == [made.json()["service"]])
     assert fake.services.records == {}
+
+
+def test_a_ready_endpoint_is_read_again_a_new_key_is_taken_a_deleted_service_fails_it(
+    azure_settings: Settings, fake: FakeAzure,
+) -> None:
+    rechecking = Settings(**(azure_settings.model_dump() | {"endpoint_recheck_seconds": 0.2}))
+    with TestClient(create_app(rechecking, backends=with_azure(fake))) as client:
+        train_and_register(client, fake, 0.5)
+        ready = deploy_ready(client, fake)
+        assert ready["status"] == "ready"
+        record = fake.services.records[ready["service"]]
+        assert record.server is not None
+        record.keys = ("regenerated-primary", "regenerated-secondary")  # az ml service regen-key
+        record.server.key = record.keys[0]
+        # Refused with the old key until the next read takes the new one; then answered again.
+        eventually(lambda: {"status": score(client, X_TEST[:2].tolist()).status_code}, lambda s: s["status"] == 200)
+
+        fake.services.delete(ready["service"])  # deleted in the workspace, behind runyard's back
+        failed = eventually(lambda: endpoint(client), lambda e: e["status"] == "failed")
+        assert "stopped working after it was ready" in failed["error"]
+        assert ready["service"] in failed["error"]
+        refused = score(client, X_TEST[:1].tolist())
+        assert refused.status_code == 409
+        assert "failed" in refused.json()["detail"]

@@ -121,6 +121,37 @@ class RemoteEndpoints:
         remote.scoring_uri, remote.key, remote.state = state.scoring_uri, state.key, EndpointStatus.READY
         if not await self._db(endpoints.mark, name=remote.name, status=EndpointStatus.READY):
             await self._undeploy(backend, remote.target, remote.service)  # deleted while it was deploying
+            return
+        await self._watch(remote, backend)
+
+    async def _watch(self, remote: Remote, backend: Serves) -> None:
+        """Read a ready endpoint's service again now and then: the API says when it broke or was deleted.
+
+        A service that failed (or is gone) ends the endpoint `failed` with the reason; transient read
+        errors change nothing; a new key or scoring URI (regenerated in the workspace) is taken over.
+        """
+        while True:
+            await asyncio.sleep(self.settings.endpoint_recheck_seconds)
+            if remote.pending_version is not None:
+                continue  # a switch is reading its own service; the current one is read after it
+            service = remote.service
+            try:
+                state = await asyncio.to_thread(backend.service_state, remote.target, service)
+            except BackendError as exc:
+                if exc.transient:
+                    log.info("re-reading %s failed; will try again: %s", service, exc.message)
+                    continue
+                state = ServiceState("failed", "Gone", error=exc.message)
+            if service != remote.service:
+                continue  # switched meanwhile: this answer is about the old service
+            remote.backend_state = state.backend_state
+            if state.state == "ready":
+                remote.scoring_uri, remote.key = state.scoring_uri, state.key
+            elif state.state == "failed":
+                error = f"the service stopped working after it was ready: {state.error}"
+                remote.state, remote.error, remote.scoring_uri = EndpointStatus.FAILED, error, None
+                await self._db(endpoints.mark, name=remote.name, status=EndpointStatus.FAILED, error=error)
+                return
 
     async def _follow(self, request: ServeRequest, backend: Serves, remote: Remote) -> ServiceState:
         """Deploy, then read the state until it is ready or failed; transient faults are retried."""
