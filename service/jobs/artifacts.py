@@ -7,13 +7,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
 
 from service.core.errors import NotFound
 from service.core.rundir import RunDir, clean_relative
 from service.core.suggest import unknown
-from service.db.pagination import KeyShape, decode_cursor, encode_cursor, keyset_page
+from service.db.pagination import KeyShape, PagedQuery, decode_cursor, encode_cursor
 from service.db.tables import Job, MetricPoint
 from service.jobs import service as jobs
 from service.jobs.schemas import FilePublic, LogChunk
@@ -56,16 +56,19 @@ class Point(NamedTuple):
 
 
 # Columns, not ORM objects: a page of points is read on every chart refresh, and a mapped
-# object (or a model) per row cost more than the query. Built once, like public_rows.SELECT.
-_POINTS = select(MetricPoint.id, MetricPoint.step, MetricPoint.value, MetricPoint.timestamp)
+# object (or a model) per row cost more than the query. Built once (db/pagination.PagedQuery).
+_HISTORY = PagedQuery(
+    select(MetricPoint.id, MetricPoint.step, MetricPoint.value, MetricPoint.timestamp).where(
+        col(MetricPoint.job_id) == bindparam("job_id"), col(MetricPoint.name) == bindparam("name")),
+    col(MetricPoint.id),
+)
 
 
 def metric_history(
     session: Session, *, job_id: str, name: str, limit: int, cursor: str | None
 ) -> tuple[list[Point], str | None]:
     """Every logged point of one metric, in logging order; 404 for an unknown job or metric."""
-    stmt = _POINTS.where(MetricPoint.job_id == job_id, MetricPoint.name == name)
-    rows, next_cursor = keyset_page(session, stmt, [col(MetricPoint.id)], lambda r: [r[0]], limit=limit, cursor=cursor)
+    rows, next_cursor = _HISTORY.page(session, {"job_id": job_id, "name": name}, limit=limit, cursor=cursor)
     if not rows:
         # Only an empty page asks whether the job exists: a point proves it does (a foreign key,
         # and jobs are never deleted), and that query was a fifth of a page's CPU.

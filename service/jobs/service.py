@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, exists, func
+from sqlalchemy import ColumnElement, Row, Select, bindparam, exists, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -22,7 +23,7 @@ from service.core.rundir import confined
 from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.core.suggest import unknown
-from service.db.pagination import keyset_page
+from service.db.pagination import PagedQuery, keyset_page
 from service.db.tables import Job, JobAttempt
 from service.db.uow import UnitOfWork
 from service.jobs import lifecycle
@@ -171,7 +172,10 @@ def list_jobs(
     sweep_id: str | None = None,
 ) -> tuple[list[Job], str | None]:
     """Jobs newest first, filtered by experiment, status, one `key:value` tag and sweep."""
-    stmt = _filtered(session, select(Job), experiment=experiment, status=status, tag=tag, sweep_id=sweep_id)
+    filters = _filters(experiment=experiment, status=status, sweep_id=sweep_id)
+    stmt = select(Job).where(*_conditions(tuple(filters))).params(filters)
+    if tag is not None:
+        stmt = stmt.where(_tag_condition(session, tag))
     return keyset_page(session, stmt, [col(Job.id)], lambda j: [j.id], limit=limit, cursor=cursor, descending=True)
 
 
@@ -187,8 +191,9 @@ def list_job_rows(
     sweep_id: str | None = None,
 ) -> tuple[list[Row[Any]], str | None]:
     """`list_jobs` as rows of `base`, a select of Job's columns (`Job.id` first): no mapped object per row."""
-    stmt = _filtered(session, base, experiment=experiment, status=status, tag=tag, sweep_id=sweep_id)
-    return keyset_page(session, stmt, [col(Job.id)], lambda r: [r[0]], limit=limit, cursor=cursor, descending=True)
+    filters = _filters(experiment=experiment, status=status, sweep_id=sweep_id)
+    extra = None if tag is None else _tag_condition(session, tag)
+    return _paged(base, tuple(filters)).page(session, filters, limit=limit, cursor=cursor, extra=extra)
 
 
 def list_is_bounded(*, experiment: str | None, status: JobStatus | None, tag: str | None, sweep_id: str | None) -> bool:
@@ -201,27 +206,28 @@ def list_is_bounded(*, experiment: str | None, status: JobStatus | None, tag: st
     return tag is None and sweep_id is None and (status is not None or experiment is None)
 
 
-def _filtered(
-    session: Session,
-    stmt: Any,
-    *,
-    experiment: str | None,
-    status: JobStatus | None,
-    tag: str | None,
-    sweep_id: str | None,
-) -> Any:
-    if sweep_id is not None:
-        stmt = stmt.where(Job.sweep_id == sweep_id)
-    if experiment is not None:
-        stmt = stmt.where(Job.experiment == experiment)
-    if status is not None:
-        stmt = stmt.where(col(Job.status) == status)
-    if tag is not None:
-        key, sep, value = tag.partition(":")
-        if not sep or not key:
-            raise InvalidRequest("tag filter must look like key:value")
-        stmt = stmt.where(_tag_is(session, key, value))
-    return stmt
+def _filters(*, experiment: str | None, status: JobStatus | None, sweep_id: str | None) -> dict[str, Any]:
+    given = {"sweep_id": sweep_id, "experiment": experiment, "status": status}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _conditions(names: tuple[str, ...]) -> list[ColumnElement[bool]]:
+    """`column == :name` for each filter given, its value bound when the statement runs."""
+    columns = {"sweep_id": col(Job.sweep_id), "experiment": col(Job.experiment), "status": col(Job.status)}
+    return [columns[name] == bindparam(name) for name in names]
+
+
+@functools.cache
+def _paged(base: Select[Any], names: tuple[str, ...]) -> PagedQuery:
+    """The list's statement for one set of filters, built once (at most 8 per select)."""
+    return PagedQuery(base.where(*_conditions(names)), col(Job.id), descending=True)
+
+
+def _tag_condition(session: Session, tag: str) -> ColumnElement[bool]:
+    key, sep, value = tag.partition(":")
+    if not sep or not key:
+        raise InvalidRequest("tag filter must look like key:value")
+    return _tag_is(session, key, value)
 
 
 def _tag_is(session: Session, key: str, value: str) -> ColumnElement[bool]:
