@@ -132,8 +132,12 @@ def _is_script(source: Path, script: str) -> bool:
         return False
 
 
+# Built once, as the catalog's pins are: composing the select cost more than running it.
+_BY_KEY = select(Job).where(col(Job.idempotency_key) == bindparam("key"))
+
+
 def _by_key(session: Session, key: str, digest: str) -> Job | None:
-    job = session.exec(select(Job).where(Job.idempotency_key == key)).first()
+    job = session.exec(_BY_KEY, params={"key": key}).first()
     if job is not None and job.request_hash != digest:
         raise Conflict("Idempotency-Key was already used with a different request body", job_id=job.id)
     return job
