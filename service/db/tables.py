@@ -239,6 +239,8 @@ class Endpoint(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=255)
     model_name: str = Field(max_length=255)
     model_version: int
+    # On an inference target: the version a PATCH is moving to, kept so that a restart finishes the move.
+    pending_version: int | None = None
     compute: str = Field(max_length=255)
     replicas: int = 1
     status: str = Field(max_length=16)

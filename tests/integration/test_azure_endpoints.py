@@ -336,3 +336,24 @@ def test_a_ready_endpoint_is_read_again_a_new_key_is_taken_a_deleted_service_fai
         refused = score(client, X_TEST[:1].tolist())
         assert refused.status_code == 409
         assert "failed" in refused.json()["detail"]
+
+
+def test_a_restart_during_a_switch_finishes_it(azure_settings: Settings, fake: FakeAzure) -> None:
+    with TestClient(create_app(azure_settings, backends=with_azure(fake))) as first:
+        train_and_register(first, fake, 0.5)
+        v2 = train_and_register(first, fake, 5.0)
+        ready = deploy_ready(first, fake)
+        moving = first.patch("/v1/endpoints/mnist-svc", json={"version": v2})
+        assert moving.json()["pending_version"] == v2
+        eventually(lambda: {"deploys": fake.calls["Model.deploy"]}, lambda d: d["deploys"] == 2)
+    # Stopped while version 2's service is still Transitioning: the PATCH's promise outlives the process.
+    with TestClient(create_app(azure_settings, backends=with_azure(fake))) as second:
+        back = eventually(lambda: endpoint(second), lambda e: e["status"] == "ready")
+        assert (back["version"], back["pending_version"]) == (1, v2)
+        fake.clock.advance(3)
+        moved = eventually(lambda: endpoint(second), lambda e: e["version"] == v2 and e["pending_version"] is None)
+        assert moved["service"] != ready["service"]
+        eventually(lambda: {"deleted": fake.services.deleted}, lambda d: d["deleted"] == [ready["service"]])
+        assert score(second, X_TEST[:3].tolist()).json()["version"] == v2
+    assert fake.calls["Model.deploy"] == 2  # both services adopted after the restart, none deployed twice
+    assert set(fake.services.records) == {moved["service"]}

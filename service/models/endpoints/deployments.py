@@ -81,7 +81,8 @@ class Deployments:
         rows = await self._db(endpoints.to_serve)
         for row in rows:
             if row.compute != endpoints.LOCAL:
-                await self._restart_remote(row.name, row.compute, row.model_name, row.model_version)
+                await self._restart_remote(row.name, row.compute, row.model_name, row.model_version,
+                                           row.pending_version)
                 continue
             with self.db.session() as session:
                 try:
@@ -93,15 +94,23 @@ class Deployments:
                     continue
             self.launch(row.name, row.model_name, row.model_version, path, row.replicas)
 
-    async def _restart_remote(self, name: str, target: str, model: str, version: int) -> None:
-        """Follow the endpoint's service again (the deploy adopts the one already in the workspace)."""
+    async def _restart_remote(self, name: str, target: str, model: str, version: int, pending: int | None) -> None:
+        """Follow the endpoint's service again (the deploy adopts the one already in the workspace), and
+        the version a PATCH was moving it to."""
         try:
             backend = self.backends.for_serving(target)
             request = await asyncio.to_thread(self._serve_request, name, target, model, version)
         except Exception as exc:  # noqa: BLE001 - recorded on the endpoint, never stops the start
             await self._db(endpoints.mark, name=name, status=EndpointStatus.FAILED, error=str(exc))
             return
-        self.remote.launch(request, backend, model=model, version=version)
+        switch: tuple[ServeRequest, int] | None = None
+        if pending is not None:
+            try:
+                switch = (await asyncio.to_thread(self._serve_request, name, target, model, pending), pending)
+            except Exception as exc:  # noqa: BLE001 - the endpoint keeps its version; the switch is dropped
+                log.warning("endpoint %s: the switch to version %s is dropped: %s", name, pending, exc)
+                await self._db(endpoints.set_pending, name=name, version=None)
+        self.remote.launch(request, backend, model=model, version=version, pending=switch)
 
     def _serve_request(self, name: str, target: str, model: str, version: int) -> ServeRequest:
         with self.db.session() as session:

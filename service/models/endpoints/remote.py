@@ -102,13 +102,18 @@ class RemoteEndpoints:
 
         return await asyncio.to_thread(work)
 
-    def launch(self, request: ServeRequest, backend: Serves, *, model: str, version: int) -> None:
-        """Deploy (or adopt) the version's service in the background; the endpoint becomes ready or failed."""
+    def launch(self, request: ServeRequest, backend: Serves, *, model: str, version: int,
+               pending: tuple[ServeRequest, int] | None = None) -> None:
+        """Deploy (or adopt) the version's service in the background; the endpoint becomes ready or failed.
+
+        `pending`: a switch a PATCH started before a restart, taken up again once the endpoint is ready.
+        """
         remote = Remote(request.endpoint, model, version, request.target, request.service, EndpointStatus.CREATING)
         self._live[remote.name] = remote
-        remote.task = asyncio.create_task(self._bring_up(remote, request, backend))
+        remote.task = asyncio.create_task(self._bring_up(remote, request, backend, pending))
 
-    async def _bring_up(self, remote: Remote, request: ServeRequest, backend: Serves) -> None:
+    async def _bring_up(self, remote: Remote, request: ServeRequest, backend: Serves,
+                        pending: tuple[ServeRequest, int] | None = None) -> None:
         try:
             state = await self._follow(request, backend, remote)
         except Exception as exc:  # a bug, not Azure: the endpoint says so instead of staying `creating`
@@ -122,6 +127,8 @@ class RemoteEndpoints:
         if not await self._db(endpoints.mark, name=remote.name, status=EndpointStatus.READY):
             await self._undeploy(backend, remote.target, remote.service)  # deleted while it was deploying
             return
+        if pending is not None:
+            self._begin_switch(remote, *pending, backend)
         await self._watch(remote, backend)
 
     async def _watch(self, remote: Remote, backend: Serves) -> None:
@@ -227,6 +234,12 @@ class RemoteEndpoints:
             return
         if remote.pending_version is not None:
             raise Conflict(f"endpoint {remote.name!r} is already moving to version {remote.pending_version}")
+        # Stored first: a restart before the switch ends takes it up again instead of forgetting it
+        # (and leaving the new version's service running, unused, in the workspace).
+        await self._db(endpoints.set_pending, name=remote.name, version=version)
+        self._begin_switch(remote, request, version, backend)
+
+    def _begin_switch(self, remote: Remote, request: ServeRequest, version: int, backend: Serves) -> None:
         remote.pending_version, remote.switch_error = version, None
         remote.switching = self._spawn(self._switch(remote, request, backend, version))
 
@@ -236,6 +249,7 @@ class RemoteEndpoints:
             if state.state != "ready":
                 remote.switch_error = f"version {version} could not be served ({state.error}); " \
                                       f"the endpoint keeps serving version {remote.version}"
+                await self._db(endpoints.set_pending, name=remote.name, version=None)
                 await self._undeploy(backend, request.target, request.service)
                 return
             await self._db(endpoints.set_version, name=remote.name, version=version)

@@ -55,7 +55,9 @@ def _public(endpoint: Endpoint, deployments: Deployments) -> EndpointPublic:
             name=endpoint.name, model=endpoint.model_name, version=endpoint.model_version, compute=endpoint.compute,
             replicas=endpoint.replicas, status=endpoint.status, error=endpoint.error,
             scoring_uri=f"/v1/endpoints/{endpoint.name}/score", service=remote.service,
-            backend_state=remote.backend_state, pending_version=remote.pending_version,
+            backend_state=remote.backend_state,
+            pending_version=remote.pending_version if remote.pending_version is not None
+            else endpoint.pending_version,  # stored: a restart takes the switch up once the endpoint is ready
             switch_error=remote.switch_error, created_at=endpoint.created_at, updated_at=endpoint.updated_at,
         )
     live = deployments.get(endpoint.name)

@@ -129,9 +129,20 @@ def mark(session: Session, *, name: str, status: EndpointStatus, error: str | No
     return True
 
 
+def set_pending(session: Session, *, name: str, version: int | None) -> bool:
+    """Record the version a switch moves to (None: no switch); False when the endpoint was deleted meanwhile."""
+    endpoint = session.get(Endpoint, name)
+    if endpoint is None:
+        return False
+    endpoint.pending_version = version
+    session.add(endpoint)
+    session.commit()
+    return True
+
+
 def set_version(session: Session, *, name: str, version: int) -> Endpoint:
     endpoint = get(session, name=name)
-    endpoint.model_version = version
+    endpoint.model_version, endpoint.pending_version = version, None
     set_status(session, endpoint, EndpointStatus(endpoint.status))  # stamps updated_at
     session.commit()
     return endpoint
