@@ -47,6 +47,7 @@ from azureml.core.model import InferenceConfig
 from azureml.core.run import _RunBase  # where Run.__init__ sends its **kwargs
 from azureml.core.script_run_config import submit as real_script_run_submit
 from azureml.core.webservice import AciWebservice, AksWebservice
+from azureml.core.webservice.aks import AksServiceDeploymentConfiguration
 from azureml.data._dataprep_helper import get_dataprep_missing_message
 from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
 from azureml.exceptions import (
@@ -723,6 +724,12 @@ class Model:
         webservice_name_validation(name)  # the SDK's own check, before any request
         if not isinstance(inference_config, InferenceConfig):
             raise AssertionError("runyard deploys the tutorial's way: with an InferenceConfig")
+        # AksWebservice._deploy's own checks (azureml/core/webservice/aks.py), same exception and words.
+        if isinstance(deployment_config, AksServiceDeploymentConfiguration):
+            if deployment_target is None and getattr(deployment_config, "compute_target_name", None) is None:
+                raise WebserviceException("Must have a deployment target for an AKS web service.")
+            if deployment_target is not None:
+                deployment_config.compute_target_name = deployment_target.name
         if name in azure.services.records and not overwrite:
             # UNVERIFIED against live Azure: the wording of the name-validation reply.
             raise WebserviceException(f"Service {name} with the same name already exists, please use a different "

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from azureml.core.model import InferenceConfig
 from azureml.core.webservice.aci import AciServiceDeploymentConfiguration
+from azureml.core.webservice.aks import AksServiceDeploymentConfiguration
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
@@ -357,3 +358,27 @@ def test_a_restart_during_a_switch_finishes_it(azure_settings: Settings, fake: F
         assert score(second, X_TEST[:3].tolist()).json()["version"] == v2
     assert fake.calls["Model.deploy"] == 2  # both services adopted after the restart, none deployed twice
     assert set(fake.services.records) == {moved["service"]}
+
+
+def test_an_aks_target_deploys_to_its_attached_cluster(azure_settings: Settings, fake: FakeAzure) -> None:
+    fake.add_compute("aks", state="Succeeded")
+    aks = Settings(**(azure_settings.model_dump() | {"azureml_inference_targets": [
+        {"name": "aci"}, {"name": "aks-prod", "kind": "aks", "aks_cluster": "aks", "cpu_cores": 2, "memory_gb": 4},
+    ]}))
+    with TestClient(create_app(aks, backends=with_azure(fake))) as client:
+        train_and_register(client, fake, 0.5)
+        made = client.post("/v1/endpoints", json={"name": "mnist-svc", "model": "sklearn_mnist", "version": 1,
+                                                  "compute": "aks-prod"})
+        assert made.status_code == 201, made.text
+        eventually(lambda: endpoint(client), lambda e: e["backend_state"] == "Transitioning")
+        [record] = fake.services.records.values()
+        config = record.details["deployment_config"]
+        assert isinstance(config, AksServiceDeploymentConfiguration)  # the SDK's own class, not ACI's
+        assert (config.cpu_cores, config.memory_gb, config.auth_enabled) == (2, 4, True)
+        assert config.compute_target_name == "aks"
+        assert record.details["deployment_target"].name == "aks"
+        fake.clock.advance(3)
+        ready = eventually(lambda: endpoint(client), lambda e: e["status"] != "creating")
+        assert ready["status"] == "ready", ready
+        answer = score(client, X_TEST[:4].tolist())
+        assert answer.json()["predictions"] == MODELS[0.5].predict(X_TEST[:4]).tolist()
