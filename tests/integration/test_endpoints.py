@@ -231,12 +231,14 @@ def test_a_loading_endpoint_answers_409_not_ready_with_retry_after(client: TestC
     assert wait_endpoint(client, "slow")["error"].endswith("NoneType has no predict method")
 
 
-def test_a_killed_worker_is_replaced(client: TestClient, digits_model: Path) -> None:
+def test_a_killed_worker_is_replaced(client: TestClient, settings: Settings, digits_model: Path) -> None:
     register_copy(client, "sklearn_mnist", digits_model)
     deploy(client, "mnist", "sklearn_mnist")
     pid = wait_endpoint(client, "mnist")["workers"][0]["pid"]
     os.kill(pid, signal.SIGKILL)
-    answers = [_score(client, "mnist", [[0.0] * 64]) for _ in range(3)]
+    # More rows than the service scores itself (test_endpoints_inline.py): these go to the worker.
+    rows = [[0.0] * 64] * (settings.endpoint_inline_max_rows + 1)
+    answers = [_score(client, "mnist", rows) for _ in range(3)]
     assert [a.status_code for a in answers][-1] == 200
     assert all(a.status_code in (200, 503) for a in answers)
     assert client.get("/v1/endpoints/mnist").json()["workers"][0]["pid"] != pid

@@ -21,6 +21,7 @@ from service.db.tables import ModelVersion
 from service.models.endpoints import service as endpoints
 from service.models.endpoints.batcher import BatchLimits, Pool, PoolClosed
 from service.models.endpoints.lifecycle import EndpointStatus
+from service.models.endpoints.linear import LinearModel
 from service.models.endpoints.remote import RemoteEndpoints, service_name
 from service.models.endpoints.worker_client import Worker, WorkerFailed, WorkerSpec
 
@@ -67,6 +68,7 @@ class Deployments:
             max_rows=settings.endpoint_batch_max_rows,
             window_seconds=settings.endpoint_batch_window_ms / 1000,
             call_timeout_seconds=settings.endpoint_predict_timeout_seconds,
+            inline_max_rows=settings.endpoint_inline_max_rows,
         )
 
     async def _db(self, fn: Callable[..., T], **kwargs: Any) -> T:
@@ -163,12 +165,14 @@ class Deployments:
         if failures:
             await asyncio.gather(*(w.stop() for w in workers))
             raise failures[0]
+        inline = await asyncio.to_thread(_inline, workers[0]) if self.limits.inline_max_rows else None
         return Pool(
             workers,
             version=version,
             limits=self.limits,
             respawn=lambda: Worker.start(spec),
             on_broken=lambda reason: self._spawn(self._broken(deployment, reason)),
+            inline=inline,
         )
 
     async def _broken(self, deployment: Deployment, reason: str) -> None:
@@ -235,3 +239,15 @@ class Deployments:
         pool, deployment.pool = deployment.pool, None
         if pool is not None:
             await pool.close(drain=drain)
+
+
+def _inline(worker: Worker) -> LinearModel | None:
+    """The service's own copy of the worker's model, if the worker exported one that checks out."""
+    if worker.exported is None:
+        return None
+    header, parameters = worker.exported
+    model = LinearModel.rebuild(header, parameters, worker.info.classes)
+    if model is None:
+        log.warning("the exported parameters of model worker %s do not reproduce its answers: scored there only",
+                    worker.pid)
+    return model

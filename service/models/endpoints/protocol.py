@@ -1,8 +1,9 @@
 """The frames a model worker and the service exchange over the worker's stdin and stdout.
 
 A frame is a 4-byte big-endian header length, a JSON header, then `header["nbytes"]` raw bytes
-(rows as float64, C order). Replies are JSON only: the service never unpickles anything a worker
-sends, so a model that takes over its worker still cannot run code in the service.
+(rows as float64, C order). Replies are JSON; the load report of a linear model carries its
+parameters as float64 bytes (linear.py). The service never unpickles anything a worker sends, so a
+model that takes over its worker still cannot run code in the service.
 """
 
 from __future__ import annotations
@@ -29,13 +30,21 @@ def header_length(prefix: bytes) -> int:
     return length
 
 
+def payload_length(header: dict[str, Any]) -> int:
+    """The payload length a header announces; a worker cannot make the service read without bound."""
+    length = int(header.get("nbytes") or 0)
+    if not 0 <= length <= MAX_HEADER:
+        raise ValueError(f"frame payload of {length} bytes is too large")
+    return length
+
+
 def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
     """The next frame from a blocking stream; None at end of stream."""
     prefix = stream.read(_LENGTH.size)
     if len(prefix) < _LENGTH.size:
         return None
     header = json_loads(stream.read(header_length(prefix)))
-    payload = stream.read(int(header.get("nbytes", 0)))
+    payload = stream.read(payload_length(header))
     return header, payload
 
 

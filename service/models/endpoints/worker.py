@@ -13,6 +13,7 @@ import sys
 import traceback
 from typing import Any, BinaryIO
 
+from service.models.endpoints.linear import export
 from service.models.endpoints.protocol import encode, read_frame
 
 
@@ -57,6 +58,19 @@ def _predict(model: Any, header: dict[str, Any], payload: bytes) -> dict[str, An
     return reply
 
 
+def _hello(model: Any, info: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The load report; for a model the service can score itself (linear.py), its parameters too."""
+    try:
+        exported = export(model)
+    except Exception:  # noqa: BLE001 - any surprise in the model means it is scored here only
+        traceback.print_exc()
+        exported = None
+    if exported is None:
+        return {"ok": True, **info}, b""
+    header, parameters = exported
+    return {"ok": True, **info, "linear": header}, parameters
+
+
 def serve(model_path: str, memory_limit_mb: int, inbox: BinaryIO, outbox: BinaryIO) -> int:
     """Load the model, report it, then answer frames; the exit code says how it ended."""
     try:
@@ -67,7 +81,8 @@ def serve(model_path: str, memory_limit_mb: int, inbox: BinaryIO, outbox: Binary
         outbox.write(encode({"ok": False, "error": _describe(exc)}))
         outbox.flush()
         return 2
-    outbox.write(encode({"ok": True, **info}))
+    hello, parameters = _hello(model, info)
+    outbox.write(encode(hello, parameters))
     outbox.flush()
     while (frame := read_frame(inbox)) is not None:
         header, payload = frame

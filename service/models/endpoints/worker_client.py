@@ -46,10 +46,15 @@ class WorkerSpec:
 class Worker:
     """One process holding one loaded model; one call at a time (the pool sees to it)."""
 
-    def __init__(self, process: asyncio.subprocess.Process, info: ModelInfo, log_path: Path) -> None:
+    def __init__(
+        self, process: asyncio.subprocess.Process, info: ModelInfo, log_path: Path,
+        exported: tuple[dict[str, Any], bytes] | None = None,
+    ) -> None:  # fmt: skip
         self.process = process
         self.info = info
         self.log_path = log_path
+        # A linear model's parameters and probe answers (linear.py), as the worker reported them at load.
+        self.exported = exported
 
     @property
     def pid(self) -> int:
@@ -69,16 +74,17 @@ class Worker:
                 env=env, start_new_session=True,
             )  # fmt: skip
         try:
-            hello = await asyncio.wait_for(_read(process), spec.load_timeout_seconds)
+            frame = await asyncio.wait_for(_read(process), spec.load_timeout_seconds)
         except TimeoutError:
             await _kill(process)
             raise WorkerFailed(f"the model did not load within {spec.load_timeout_seconds:g}s") from None
         except BaseException:
             await _kill(process)
             raise
-        if hello is None:
+        if frame is None:
             code = await process.wait()
             raise WorkerFailed(f"the model worker exited with code {code} while loading{_tail(spec.log_path)}")
+        hello, parameters = frame
         if not hello.get("ok"):
             await _kill(process)
             raise WorkerFailed(f"the model could not be loaded: {hello.get('error')}")
@@ -88,7 +94,8 @@ class Worker:
             classes=hello.get("classes"),
             probabilities=bool(hello.get("probabilities")),
         )
-        return cls(process, info, spec.log_path)
+        linear = hello.get("linear")
+        return cls(process, info, spec.log_path, (linear, parameters) if isinstance(linear, dict) else None)
 
     async def call(self, header: dict[str, Any], payload: bytes, timeout: float) -> dict[str, Any]:
         """Send one frame and read the reply; a dead or hung worker raises `WorkerFailed`."""
@@ -100,17 +107,17 @@ class Worker:
             stdin.write(protocol.encode(header, payload))
             await stdin.drain()
             async with asyncio.timeout(timeout):
-                reply = await _read(self.process)
+                frame = await _read(self.process)
         except TimeoutError:
             await _kill(self.process)
             raise WorkerFailed(f"the model did not answer within {timeout:g}s; its worker was stopped") from None
         except (ConnectionError, BrokenPipeError):
-            reply = None
-        if reply is None:
+            frame = None
+        if frame is None:
             await _kill(self.process)
             code = self.process.returncode
             raise WorkerFailed(f"the model worker exited (code {code}){_tail(self.log_path)}")
-        return reply
+        return frame[0]
 
     def rss_bytes(self) -> int | None:
         """Resident memory of the worker now; None once it is gone."""
@@ -132,17 +139,17 @@ class Worker:
             await _kill(self.process)
 
 
-async def _read(process: asyncio.subprocess.Process) -> dict[str, Any] | None:
+async def _read(process: asyncio.subprocess.Process) -> tuple[dict[str, Any], bytes] | None:
     stdout = process.stdout
     assert stdout is not None
     try:
         prefix = await stdout.readexactly(4)
         header: dict[str, Any] = protocol.json_loads(await stdout.readexactly(protocol.header_length(prefix)))
-        if header.get("nbytes"):
-            await stdout.readexactly(int(header["nbytes"]))
+        length = protocol.payload_length(header)
+        payload = await stdout.readexactly(length) if length else b""
     except (asyncio.IncompleteReadError, ValueError):
         return None
-    return header
+    return header, payload
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:
