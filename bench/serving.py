@@ -1,10 +1,12 @@
 """Benchmark: scoring on a runyard endpoint beside MLflow's `mlflow models serve`, same pickled model.
 
-`python -m bench.serving [--quick]`. The tutorial job trains on digits in a runyard service, the
-model is registered and deployed (local compute, one worker process); MLflow serves the very file
-the job wrote (`mlflow.sklearn.save_model` of it, MLflow 3.17.2 in bench/.work/mlflow-venv, one
-uvicorn worker, `--env-manager local`). wrk loads each with 1-row and 100-row bodies of the test
-split at 1, 8 and 32 connections, the two servers interleaved, `repeats` times.
+`python -m bench.serving [--quick] [--rows 1] [--connections 1 8] [--repeats N] [--seconds S]`
+(the options narrow the matrix; its results file then holds those cells only). The tutorial job
+trains on digits in a runyard service, the model is registered and deployed (local compute, one
+worker process); MLflow serves the very file the job wrote (`mlflow.sklearn.save_model` of it,
+MLflow 3.17.2 in bench/.work/mlflow-venv, one uvicorn worker, `--env-manager local`). wrk loads
+each with 1-row and 100-row bodies of the test split at 1, 8 and 32 connections, the two servers
+interleaved, `repeats` times.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ class Config:
     repeats: int = 3
     seconds: int = 4
     quick: bool = False
+    rows: tuple[int, ...] = ROWS
+    connections: tuple[int, ...] = CONCURRENCY
 
 
 def _train_deploy(base: str) -> dict[str, Any]:
@@ -112,7 +116,7 @@ def _measure(cfg: Config, wrk: str, work: Path, runyard: Server, base: str, endp
     images = load_mnist(next(d for d in datasets if d["name"] == "digits")["path"])["test_images"] / 255.0
     subjects = {"runyard": (base, runyard), "mlflow": (mlflow_base, mlflow)}
     bodies: dict[tuple[str, int], Request] = {}
-    for rows in ROWS:
+    for rows in cfg.rows:
         data = np.round(images[:rows], 6).tolist()
         bodies["runyard", rows] = Request("POST", "/v1/endpoints/mnist/score", {"data": data})
         bodies["mlflow", rows] = Request("POST", "/invocations", {"inputs": data})
@@ -124,8 +128,8 @@ def _measure(cfg: Config, wrk: str, work: Path, runyard: Server, base: str, endp
     worker_pids = [w["pid"] for w in endpoint["workers"]]
     results: dict[tuple[str, int, int], list[WrkResult]] = {}
     for _ in range(cfg.repeats):
-        for rows in ROWS:
-            for connections in CONCURRENCY:
+        for rows in cfg.rows:
+            for connections in cfg.connections:
                 for peer in PEERS:
                     url, server = subjects[peer]
                     before = server.cpu_seconds() + (_cpu(worker_pids) if peer == "runyard" else 0.0)
@@ -149,8 +153,8 @@ def _rss(pids: list[int]) -> float:
 def report(cfg: Config, measured: dict[str, Any]) -> None:
     results: dict[tuple[str, int, int], list[WrkResult]] = measured["results"]
     rows_out, summary, targets = [], {}, []
-    for rows in ROWS:
-        for connections in CONCURRENCY:
+    for rows in cfg.rows:
+        for connections in cfg.connections:
             ours, theirs = results["runyard", rows, connections], results["mlflow", rows, connections]
             rps = Stats.of(a.rps / b.rps for a, b in zip(ours, theirs, strict=True) if b.rps)
             p99_ours = Stats.of(r.p99_ms for r in ours)
@@ -181,8 +185,17 @@ def report(cfg: Config, measured: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one short repeat: checks the harness")
+    parser.add_argument("--rows", type=int, nargs="+", choices=ROWS, help="body sizes to load (default: all)")
+    parser.add_argument("--connections", type=int, nargs="+", help=f"wrk connections (default: {CONCURRENCY})")
+    parser.add_argument("--repeats", type=int, help="rounds of the matrix, the two servers interleaved")
+    parser.add_argument("--seconds", type=int, help="wrk duration of each cell")
     args = parser.parse_args(argv)
     cfg = Config(repeats=1, seconds=2, quick=True) if args.quick else Config()
+    cfg = replace(cfg, **{k: v for k, v in (("repeats", args.repeats), ("seconds", args.seconds)) if v is not None})
+    if args.rows:
+        cfg = replace(cfg, rows=tuple(args.rows))
+    if args.connections:
+        cfg = replace(cfg, connections=tuple(args.connections))
     say(f"serving benchmark: {cfg}")
     report(cfg, run(cfg))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import h11
 import uvicorn
@@ -25,15 +26,50 @@ _BUSY_BODY = (b'{"type":"https://runyard.dev/problems/too-many-connections","tit
               b'"status":503,"detail":"the server holds its maximum of open connections; retry shortly"}')
 
 
+class CorkedTransport:
+    """A connection's transport whose writes of one event-loop step go out as one send.
+
+    uvicorn writes a response's status line and headers, then its body, each straight to the socket:
+    two sends, and at one connection two wake-ups of the client per request (issue 16). Writes are
+    held until the step ends (`call_soon`): a response answered without waiting goes out whole.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._held:
+            self._loop.call_soon(self.flush)
+        self._held.append(bytes(data))
+
+    def flush(self) -> None:
+        if self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            if not self._transport.is_closing():  # the peer went away meanwhile: nobody to send to
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def limited_protocol(settings: Settings) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with a connection cap and header/body read timeouts."""
+    """uvicorn's h11 protocol with a connection cap, header/body read timeouts and corked writes."""
 
     class LimitedH11Protocol(H11Protocol):
         _timer: asyncio.TimerHandle | None = None
         _timed: object = None  # the h11 state the timer is for
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
             if len(self.connections) > settings.max_connections:
                 transport.write(_BUSY % (len(_BUSY_BODY), _BUSY_BODY))
                 transport.close()
