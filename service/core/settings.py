@@ -151,8 +151,9 @@ class Settings(BaseSettings):
     endpoint_memory_limit_mb: int = Field(default=1024, ge=0)
     endpoint_batch_max_rows: int = Field(default=4096, ge=1)
     endpoint_batch_window_ms: float = Field(default=1.0, ge=0)
-    # Requests of at most this many rows to a linear model are scored in the service itself (0: never).
-    endpoint_inline_max_rows: int = Field(default=100, ge=0)
+    # Requests of at most this many rows to a linear model are scored in the service itself (0: never);
+    # at most the 128 probe rows its copy of the model is checked on (models/endpoints/linear.py).
+    endpoint_inline_max_rows: int = Field(default=100, ge=0, le=128)
     endpoint_load_timeout_seconds: float = Field(default=120.0, gt=0)
     endpoint_predict_timeout_seconds: float = Field(default=30.0, gt=0)
     # A ready endpoint on an inference target: how often its service's state is read again.

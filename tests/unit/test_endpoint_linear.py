@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
 from service.catalog.offline_data import digits_dataset_arrays
-from service.models.endpoints.linear import LinearModel, export
+from service.models.endpoints.linear import MAX_FEATURES, LinearModel, export
 from tests.support.custom_model import ShiftedLogistic
 from trainer.train import build_model
 
@@ -86,6 +86,8 @@ def test_numbers_that_do_not_reproduce_the_workers_answers_give_no_copy() -> Non
     assert LinearModel.rebuild(header, parameters[:-8], classes) is None
     assert LinearModel.rebuild(header, parameters, classes[::-1]) is None
     assert LinearModel.rebuild(header, parameters, None) is None
+    huge = {"n_features": MAX_FEATURES + 1, "outputs": 1}  # the worker may lie: no large probe or array here
+    assert LinearModel.rebuild({**header, **huge}, bytes(8 * (MAX_FEATURES + 2)), [0, 1]) is None
     for broken in ({"kind": "tree"}, {"outputs": "x"}, {"n_features": 0}, {"probe_probabilities": None}):
         assert LinearModel.rebuild({**header, **broken}, parameters, classes) is None
     del header["kind"]

@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 
 OVR = "ovr"  # OneVsRestClassifier of binary LogisticRegression (the tutorial's model)
 LOGISTIC = "logistic"  # LogisticRegression, binary or multinomial
-PROBE_ROWS = 128  # as many as a request scored in the service may have (BLAS may block by size)
+# What a worker's numbers can make the service allocate: 16 MB of probe rows at most (the
+# parameters arrive in one frame, at most 64 MiB).
+MAX_FEATURES = 16_384
+MAX_OUTPUTS = 1_000
+PROBE_ROWS = 128  # past RUNYARD_ENDPOINT_INLINE_MAX_ROWS's 100: BLAS may sum differently by size
 
 
 def probe_rows(n_features: int) -> npt.NDArray[np.float64]:
@@ -63,6 +67,8 @@ def export(model: Any) -> tuple[dict[str, Any], bytes] | None:
     n_features = coef.shape[1]
     if coef.ndim != 2 or intercept.shape != (coef.shape[0],) or int(model.n_features_in_) != n_features:
         return None
+    if n_features > MAX_FEATURES or coef.shape[0] > MAX_OUTPUTS:
+        return None
     # lbfgs leaves coef_ in Fortran order: BLAS sums in another order then, so the copy keeps it.
     order: Literal["C", "F"] = "F" if len(parts) == 1 and not parts[0].coef_.flags.c_contiguous else "C"
     probe = probe_rows(n_features)
@@ -98,7 +104,9 @@ class LinearModel:
 
         try:
             kind, n_features, outputs = str(header["kind"]), int(header["n_features"]), int(header["outputs"])
-            if kind not in (OVR, LOGISTIC) or classes is None or n_features < 1 or outputs < 1:
+            if kind not in (OVR, LOGISTIC) or classes is None or not 1 <= n_features <= MAX_FEATURES:
+                return None
+            if not 1 <= outputs <= MAX_OUTPUTS or len(classes) != (2 if outputs == 1 else outputs):
                 return None
             if len(payload) != 8 * outputs * (n_features + 1):
                 return None
