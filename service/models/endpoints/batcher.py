@@ -78,6 +78,11 @@ class Pool:
         self._gathering: list[_Pending] = []  # taken off the queue, not yet sent to a worker
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
+        # Workers that died and were (or are being) replaced: never handed a batch again.
+        self._replaced: set[Worker] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
+        for worker in workers:
+            self._watch_exit(worker)
         self._loop_task = asyncio.create_task(self._batch_loop())
 
     async def score(self, rows: npt.NDArray[np.float64], *, probabilities: bool) -> dict[str, Any]:
@@ -105,6 +110,8 @@ class Pool:
         self._loop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._loop_task
+        for watcher in list(self._watchers):
+            watcher.cancel()
         for task in list(self._running):
             task.cancel()
         self._fail_queued(PoolClosed())
@@ -140,7 +147,12 @@ class Pool:
     async def _batch_loop(self) -> None:
         while True:
             worker = await self._idle.get()
+            if worker in self._replaced:
+                continue
             first = await self._next()
+            if worker in self._replaced:  # died while waiting for this request: the next worker takes it
+                self._carry = first
+                continue
             batch = self._gathering = [first]
             budget = self._take(batch, self._limits.max_rows - first.rows.shape[0])
             if len(batch) > 1 and budget > 0 and self._limits.window_seconds > 0:
@@ -167,7 +179,8 @@ class Pool:
                     item.future.set_exception(exc)
             await self._replace(worker, exc.reason)
             return
-        self._idle.put_nowait(worker)
+        if worker not in self._replaced:
+            self._idle.put_nowait(worker)
 
     async def _predict(self, worker: Worker, batch: list[_Pending]) -> None:
         import numpy as np  # loaded by the first score (routes.score), not at start-up
@@ -196,12 +209,31 @@ class Pool:
                 item.future.set_result(result)
             start = end
 
+    def _watch_exit(self, worker: Worker) -> None:
+        task = asyncio.create_task(self._watch(worker))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, worker: Worker) -> None:
+        """Replace a worker as soon as its process ends, not when the next batch finds it dead: small
+        requests are scored in the service (`inline`), so a batch may be long in coming."""
+        code = await worker.process.wait()
+        if not self._closing:
+            await self._replace(worker, f"the model worker exited (code {code})")
+
     async def _replace(self, dead: Worker, reason: str) -> None:
+        if dead in self._replaced or self._closing:
+            return  # the watcher and a failed call both saw it die: one replacement
+        self._replaced.add(dead)
         log.warning("model worker %s of version %s died: %s", dead.pid, self.version, reason)
         try:
             fresh = await self._respawn()
         except WorkerFailed as exc:
             self._on_broken(f"{reason}; restarting it failed: {exc.reason}")
             return
+        if self._closing:
+            await fresh.stop()
+            return
         self.workers = [fresh if w is dead else w for w in self.workers]
+        self._watch_exit(fresh)
         self._idle.put_nowait(fresh)
