@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, insert
 
 from service.core.ids import new_id
+from service.core.states import JobStatus
 from service.db import migrate
 from service.db.tables import Experiment, Job, MetricPoint
 
@@ -142,7 +143,7 @@ def _template_values(experiment: str, columns: list[str]) -> list[Any]:
         id="x", experiment=experiment, source="trainer", script="train.py",
         arguments=["--data-folder", {"dataset": "digits", "version": 1, "mode": "mount"}, "--regularization", 0.5],
         compute_target="local", environment="tutorial-env", environment_version=1, tags={"team": "vision"},
-        status="completed", request_hash="0" * 64, exit_code=0,
+        status=JobStatus.COMPLETED, request_hash="0" * 64, exit_code=0,
         files=["outputs/sklearn_mnist_model.pkl", "logs/run.log"],
     )
     values = job.model_dump()
