@@ -55,7 +55,7 @@ class RunDir:
 
 def clean_relative(relative: str) -> str:
     """A normalised relative POSIX path, refusing absolute paths and `..`."""
-    if "\x00" in relative or "\\" in relative:
+    if "\\" in relative or any(c < " " or c == "\x7f" for c in relative):
         raise InvalidRequest(f"path {relative!r} is not a plain relative path")
     pure = PurePosixPath(relative)
     if pure.is_absolute() or any(part == ".." for part in pure.parts) or not pure.parts:

@@ -13,8 +13,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 ExperimentName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")]
 # A plain relative path, exactly what core/rundir.clean_relative keeps: segments that are not
-# empty, `.` or `..`, no leading `/`, no backslash or NUL; a trailing `/` names a folder.
-_SEGMENT = r"(?:[^/\\\x00.][^/\\\x00]*|\.[^/\\\x00.][^/\\\x00]*|\.\.[^/\\\x00]+)"
+# empty, `.` or `..`, no leading `/`, no backslash or control character; a trailing `/` names a
+# folder. (A newline could not even reach a route: Starlette's `{path:path}` stops at one.)
+_NOT = r"/\\\x00-\x1f\x7f"  # never in a segment
+_SEGMENT = rf"(?:[^{_NOT}.][^{_NOT}]*|\.[^{_NOT}.][^{_NOT}]*|\.\.[^{_NOT}]+)"
 RELATIVE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*/?$"
 
 RelPath = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=RELATIVE_PATH_PATTERN)]
