@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
+from pydantic import BeforeValidator
 from sqlmodel import Session
 
 from service.core.settings import Settings
@@ -37,7 +39,22 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 # No write-session dependency on purpose: a dependency's session closes only after the response,
 # holding SQLite's write lock meanwhile. Routes that write open `runtime.uow()` inline.
-Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
+
+
+def _integer_text(value: Any) -> Any:
+    """A query value is text: only digits (and a minus) are the `integer` the document says.
+
+    pydantic's lax int would also read " 7", "7\t", "+7", "7.0" and "1_0" (schemathesis: ST201).
+    """
+    if isinstance(value, str) and not _INTEGER_TEXT.fullmatch(value):
+        raise ValueError("must be an integer: digits only")
+    return value
+
+
+# For every `int` query parameter.
+IntegerText = BeforeValidator(_integer_text)
+Limit = Annotated[int, Query(ge=1, le=500, description="page size"), IntegerText]
 
 
 def _cursor(shape: KeyShape) -> Any:

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from sqlmodel import Session
 from sse_starlette import EventSourceResponse
 
-from service.api.deps import Cursor, IntCursor, Limit, RuntimeDep, SessionDep
+from service.api.deps import Cursor, IntCursor, IntegerText, Limit, RuntimeDep, SessionDep
 from service.api.docs import ERRORS, RUN_ELSEWHERE
 from service.api.responses import json_response, page_response
 from service.core.clock import utcnow
@@ -139,8 +139,8 @@ async def get_metric_history(
 )
 def get_logs(
     job_id: str, session: SessionDep, runtime: RuntimeDep,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="byte offset")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1_048_576, description="bytes")] = 65_536,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="byte offset"), IntegerText] = 0,
+    limit: Annotated[int, Query(ge=1, le=1_048_576, description="bytes"), IntegerText] = 65_536,
     follow: Annotated[bool, Query(description="stream `log` events until an `end` event with the status")] = False,
     # The `id` of a `log` event is a byte offset: what a reconnecting EventSource sends back (empty: none).
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=18, pattern=r"^[0-9]{0,18}$",
