@@ -105,6 +105,13 @@ def keyset_page(
         stmt = stmt.where(key < bound if descending else key > bound)
     order = [k.desc() if descending else k.asc() for k in keys]
     rows = list(session.exec(stmt.order_by(*order).limit(limit + 1)).all())
+    return _cut(rows, limit, key_of, shape)
+
+
+def _cut(
+    rows: list[Any], limit: int, key_of: Callable[[Any], Sequence[Any]], shape: KeyShape
+) -> tuple[list[Any], str | None]:
+    """The page of `rows` (read with one row more than `limit`) and the cursor after it, if more follow."""
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
@@ -138,7 +145,4 @@ class PagedQuery:
         if extra is not None:
             stmt = stmt.where(extra)
         rows = list(session.connection().execute(stmt, bound).all())
-        if len(rows) <= limit:
-            return rows, None
-        rows = rows[:limit]
-        return rows, encode_cursor([rows[-1][0]], self.shape)
+        return _cut(rows, limit, lambda row: [row[0]], self.shape)
