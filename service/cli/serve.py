@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +24,9 @@ def serve(
         help="auto, json or text \\[RUNYARD_LOG_FORMAT, auto: text on a terminal].")] = None,
 ) -> None:
     """Start the service (the same as `python -m service`); other settings come from RUNYARD_* variables."""
-    # Imported here: the client commands start faster without the server's dependencies.
+    # Imported here: the client commands start faster without the server's dependencies. No
+    # collection while they load (as `python -m service`; serve() turns it back on).
+    gc.disable()
     from service.core.settings import InvalidSettings, load_settings
     from service.server import serve as run_server
 

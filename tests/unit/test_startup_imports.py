@@ -52,3 +52,30 @@ def test_a_current_schema_is_checked_without_alembic(tmp_path: Path) -> None:
     code = (f"import json, sys\nfrom service.db import migrate\nmigrate.upgrade({url!r})\n"
             "print(json.dumps(sorted(m for m in ('alembic',) if m in sys.modules)))")
     assert _loaded_after(code, tmp_path) == []
+
+
+_GC_PROBE = """
+import gc, json
+import uvicorn
+seen = {}
+
+def run(app, **_kwargs):
+    seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count())
+
+uvicorn.run = run
+import service.__main__ as entry
+seen["disabled_while_importing"] = not gc.isenabled()
+entry.main()
+print(json.dumps(seen))
+"""
+
+
+def test_no_collection_while_starting_and_the_collector_is_back_before_serving(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _GC_PROBE], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, env={"RUNYARD_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=True)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["disabled_while_importing"]
+    # Left off, every cycle the service makes would leak: it must be on when uvicorn starts, with
+    # the start-up heap (modules, classes, routes) frozen out of its sight.
+    assert seen["enabled"]
+    assert seen["frozen"] > 50_000
