@@ -27,6 +27,7 @@ from service.backends.local import LocalBackend
 from service.core.logs import configure_logging
 from service.core.settings import Settings
 from service.jobs.poller import Poller
+from service.server import settle_heap
 from tests.fakes.azureml import WORKSPACE_SETTINGS, FakeAzure, FakeClock, RunScript
 
 TARGET = "cpu-cluster"
@@ -138,6 +139,7 @@ def main() -> None:
         return start_probes(fake, clock, seeded, runs=args.runs, probes=probes, delay=delay, gap=gap)
 
     configure_logging(settings.log_level, settings.log_format)
+    settle_heap()  # as serve() does (the stub's runs, made before, are frozen with the rest)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", log_config=None, access_log=False)
 
 

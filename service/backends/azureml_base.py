@@ -359,19 +359,18 @@ class AzureBackendBase:
     def _reconcile(self, observed: list[tuple[RunRef, str | None, Any]], deadline: float) -> list[RunUpdate]:
         """Read details for the runs that need them most, within the per-cycle budget."""
         now = self._clock()
-        plan: list[tuple[int, float, RunRef, Any, str]] = []
+        plan: list[tuple[int, float, RunRef, Any, str, JobStatus]] = []
         updates: list[RunUpdate] = []
         for ref, status, handle in observed:
             if status is None:
                 updates.append(self._vanished(ref))
                 continue
-            seen = self._seen.get(ref.run_id)
-            plan.append((self._priority(status, seen, now), seen.read_at if seen else float("-inf"), ref, handle,
-                         status))
+            seen, mapped = self._seen.get(ref.run_id), self.map_status(status)
+            plan.append((self._priority(status, mapped, seen, now), seen.read_at if seen else float("-inf"), ref,
+                         handle, status, mapped))
         plan.sort(key=lambda p: (p[0], p[1]))
         budget = self.settings.azureml_poll_detail_budget
-        for priority, _, ref, handle, status in plan:
-            mapped = self.map_status(status)
+        for priority, _, ref, handle, status, mapped in plan:
             update: RunUpdate | None = None
             if priority < NO_DETAILS and budget > 0 and self._clock() < deadline:
                 budget -= 1
@@ -385,8 +384,8 @@ class AzureBackendBase:
                                                started_at=self._started(mapped)))
         return updates
 
-    def _priority(self, status: str, seen: Seen | None, now: float) -> int:
-        if self.map_status(status).is_terminal():
+    def _priority(self, status: str, mapped: JobStatus, seen: Seen | None, now: float) -> int:
+        if mapped.is_terminal():
             return 0
         if status in self.before_script:
             return NO_DETAILS

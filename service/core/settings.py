@@ -76,6 +76,13 @@ def _azure_credential(variable: str) -> SecretStr | None:
     return Field(default=None, validation_alias=AliasChoices(variable, variable.lower()))
 
 
+
+@lru_cache(maxsize=1)
+def _hostname() -> str:
+    """The machine's name, read once: a replica's host must not change under it (and the poller
+    asks once per active job: 10,000 system calls a tick)."""
+    return socket.gethostname()
+
 class Settings(BaseSettings):
     """Every knob of the service, from `RUNYARD_*` environment variables."""
 
@@ -272,7 +279,7 @@ class Settings(BaseSettings):
     @property
     def effective_host_id(self) -> str:
         """The host this replica runs local jobs on: set, or the machine's hostname."""
-        return self.host_id or socket.gethostname()
+        return self.host_id or _hostname()
 
     @property
     def effective_replica_id(self) -> str:

@@ -102,7 +102,7 @@ class Dispatcher:
         # Another host's claim may have started a local run there: only that host can find it.
         unsubmitted = [j for j in unsubmitted if not hosts.elsewhere(self.runtime, j)]
         pending = [j for j in unsubmitted if j.id in self._inflight or self._due(j.id, now)]
-        stale = {j.id for j in pending if leases.needs_renewal(j, me, now=wall, seconds=ttl)}
+        stale = leases.to_renew(pending, me, now=wall, seconds=ttl)
         claimed = [j.id for j in pending if j.id not in self._inflight and j.id not in stale]
         free, gone, self._full = self._free_slots(waiting, active)
         if free or gone or stale:

@@ -66,6 +66,7 @@ class Poller:
         self._now = now
         self._forced: set[str] = set()  # jobs whose cancel is past the grace period: kill
         self._local_runs: set[str] = set()  # run ids the local backend reported last tick
+        self._refs: dict[_Polled, RunRef] = {}  # last tick's rows and the RunRefs made of them
         self.loop = BackgroundLoop("poller", self.tick, runtime.settings.poll_interval_seconds)
 
     async def tick(self) -> float | None:
@@ -100,7 +101,7 @@ class Poller:
             ).all()
         # Another host's local runs are out of reach: that host's replicas poll them.
         jobs = [job for job in cast(list[_Polled], rows) if not hosts.elsewhere(self.runtime, job)]
-        stale = [job.id for job in jobs if leases.needs_renewal(job, me, now=now, seconds=ttl)]
+        stale = leases.to_renew(jobs, me, now=now, seconds=ttl)
         if stale:  # new to this replica, or renewed while half the lease is left: not every tick
             with self.runtime.uow() as tx:
                 held = leases.take(tx.session, stale, me, now=now, seconds=ttl)
@@ -113,6 +114,9 @@ class Poller:
         }
         backends: dict[str, Backend | None] = {}
         runs_dir = self.runtime.settings.runs_dir
+        # A row read again unchanged (most of them, tick after tick) gets last tick's RunRef back
+        # rather than a new one and its run folder's Path: ~3 us a job.
+        previous, self._refs = self._refs, {}
         for job in jobs:
             if job.compute_target not in backends:
                 try:
@@ -121,7 +125,9 @@ class Poller:
                     backends[job.compute_target] = None
             backend = backends[job.compute_target]
             if backend is not None:
-                groups[backend].append(self.runtime.run_ref_of(job, runs_dir))
+                ref = previous.get(job) or self.runtime.run_ref_of(job, runs_dir)
+                self._refs[job] = ref
+                groups[backend].append(ref)
         return groups
 
     async def _poll(self, backend: Backend, refs: list[RunRef]) -> list[tuple[str, RunUpdate]]:

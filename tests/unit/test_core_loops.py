@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
 from service.app import subscribe
+from service.backends.base import RunRef, RunUpdate
 from service.backends.targets import Backends
 from service.core.clock import utcnow
 from service.core.errors import IllegalTransition
@@ -326,3 +328,33 @@ def test_the_interval_counts_from_the_start_of_a_tick() -> None:
     assert sleep_after(2.0, took=0.0, due=0.0) == MIN_SLEEP_SECONDS
     # A tick longer than the interval rests a quarter of its length, not a tight loop on a core.
     assert sleep_after(2.0, took=4.0, due=None) == pytest.approx(1.0)
+
+
+def test_the_poller_gives_a_run_its_current_cursor_and_cancel_however_its_refs_are_reused(
+    core: tuple[Runtime, FakeBackend],
+) -> None:
+    runtime, backend = core
+    job_id = queue_job(runtime)
+    backend.script(job_id, JobStatus.RUNNING)
+    seen: list[RunRef] = []
+    polled = backend.poll
+
+    def recording(runs: Sequence[RunRef]) -> list[RunUpdate]:
+        seen.extend(runs)
+        return polled(runs)
+
+    backend.poll = recording  # type: ignore[method-assign]
+    poller = Poller(runtime)
+    tick(Dispatcher(runtime))
+    tick(poller)
+    backend.log(job_id, accuracy=0.9, loss=0.3)
+    tick(poller)  # stores two points: the job's cursor moves to 2
+    tick(poller)
+    tick(poller)  # the row is as the last tick read it: the same ref
+    with runtime.uow() as tx:
+        jobs.cancel_job(tx, job_id=job_id)
+    tick(poller)
+    assert [ref.metrics_cursor for ref in seen] == [0, 0, 2, 2, 2]
+    assert [ref.cancel_requested for ref in seen] == [False] * 4 + [True]
+    assert seen[3] is seen[2]
+    assert job(runtime, job_id).metrics_cursor == 2
