@@ -76,12 +76,12 @@ def _azure_credential(variable: str) -> SecretStr | None:
     return Field(default=None, validation_alias=AliasChoices(variable, variable.lower()))
 
 
-
 @lru_cache(maxsize=1)
 def _hostname() -> str:
     """The machine's name, read once: a replica's host must not change under it (and the poller
     asks once per active job: 10,000 system calls a tick)."""
     return socket.gethostname()
+
 
 class Settings(BaseSettings):
     """Every knob of the service, from `RUNYARD_*` environment variables."""
