@@ -162,7 +162,11 @@ class Database:
         """
         lock = self._write_lock
         if lock is not None and not lock.acquire(timeout=self._write_wait_s):
-            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+            # What SQLite would have raised after its busy timeout, and readiness hears of it the
+            # same way (handle_error does not see an error raised outside SQLAlchemy).
+            busy = OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+            _record_failure(self.writes, busy)
+            raise busy
         self._local.depth = getattr(self._local, "depth", 0) + 1
         try:
             with Session(self._write_engine, expire_on_commit=False) as session:
@@ -194,9 +198,13 @@ def _track_writes(engine: Engine, writes: WriteHealth) -> None:
 
     @event.listens_for(engine, "handle_error")
     def _on_error(context: Any) -> None:
-        problem = storage_problem(context.sqlalchemy_exception or context.original_exception)
-        if problem is not None:
-            writes.failed(problem.reason)
+        _record_failure(writes, context.sqlalchemy_exception or context.original_exception)
+
+
+def _record_failure(writes: WriteHealth, exc: BaseException) -> None:
+    problem = storage_problem(exc)
+    if problem is not None:
+        writes.failed(problem.reason)
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -139,6 +139,7 @@ def test_a_writer_waits_no_longer_than_the_busy_timeout_then_storage_is_busy(tmp
         assert "busy" in problem.reason
         assert 0.15 <= waited < 5
         assert not database.writing
+        assert database.writes.recent_failure(within_seconds=60) == problem.reason  # readiness hears of it
     finally:
         release.set()
         thread.join()
